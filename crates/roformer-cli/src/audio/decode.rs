@@ -1,0 +1,503 @@
+//! Decoding audio files (WAV, FLAC, MP3, Ogg/Vorbis, M4A/AAC, AIFF, ...) to
+//! planar `f32` with symphonia.
+//!
+//! Integer samples are scaled like libsndfile (and therefore soundfile and
+//! librosa) do: `i / 2^(bits-1)`, e.g. `i16 / 32768`, `i24 / 8388608`,
+//! `i32 / 2147483648`; unsigned samples are re-centred first (`(u8 - 128) /
+//! 128`). 32-bit float samples are copied bit for bit.
+
+use std::fs::File;
+use std::io::ErrorKind;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use symphonia::core::audio::Audio as _;
+use symphonia::core::audio::GenericAudioBufferRef;
+use symphonia::core::codecs::audio::AudioDecoderOptions;
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::probe::Hint;
+use symphonia::core::formats::{FormatOptions, TrackType};
+use symphonia::core::io::MediaSourceStream;
+use symphonia::core::meta::MetadataOptions;
+
+use super::Audio;
+
+/// Upper bound on the number of frames pre-allocated from a container's
+/// (untrusted) length field: one hour at 192 kHz.
+const MAX_PREALLOC_FRAMES: u64 = 192_000 * 3600;
+
+/// Decodes the whole file at `path` into planar `f32`.
+///
+/// Errors (each naming the file): it cannot be opened ("cannot open ..."); it
+/// is not audio or uses an unsupported container/codec ("... is not a
+/// supported audio file"); its stream is corrupt and not a single packet
+/// decodes ("... is corrupt"); it decodes to no samples ("... contains no
+/// audio samples"). Individual corrupt packets are skipped (with a warning),
+/// as symphonia recommends; a demuxing error after some audio was decoded
+/// ends the stream early (with a warning) like a truncated file.
+pub fn decode_file(path: &Path) -> Result<Audio> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot open {shown}"))?;
+    if meta.is_dir() {
+        bail!("cannot open {shown}: it is a directory");
+    }
+    let file = File::open(path).with_context(|| format!("cannot open {shown}"))?;
+    let mss = MediaSourceStream::new(Box::new(file), Default::default());
+
+    let mut hint = Hint::new();
+    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+        hint.with_extension(ext);
+    }
+    let mut format = symphonia::default::get_probe()
+        .probe(
+            &hint,
+            mss,
+            FormatOptions::default(),
+            MetadataOptions::default(),
+        )
+        .map_err(|e| anyhow!(e))
+        .with_context(|| format!("{shown} is not a supported audio file"))?;
+
+    let track = format
+        .default_track(TrackType::Audio)
+        .ok_or_else(|| anyhow!("{shown} is not a supported audio file: it has no audio track"))?;
+    let track_id = track.id;
+    let expected_frames = track.num_frames;
+    let params = track
+        .codec_params
+        .as_ref()
+        .and_then(|p| p.audio())
+        .ok_or_else(|| anyhow!("{shown} is not a supported audio file: it has no audio track"))?;
+    let mut decoder = symphonia::default::get_codecs()
+        .make_audio_decoder(params, &AudioDecoderOptions::default())
+        .map_err(|e| anyhow!(e))
+        .with_context(|| format!("{shown} is not a supported audio file (unsupported codec)"))?;
+
+    let mut out = Collector::default();
+    if let Some(n) = expected_frames {
+        out.reserve_hint = n.min(MAX_PREALLOC_FRAMES) as usize;
+    }
+    let mut bad_packets = 0usize;
+    let mut last_error: Option<SymError> = None;
+    loop {
+        let packet = match format.next_packet() {
+            Ok(Some(packet)) => packet,
+            Ok(None) => break,
+            // A truncated file: keep what was decoded.
+            Err(SymError::IoError(e)) if e.kind() == ErrorKind::UnexpectedEof => break,
+            // Chained streams (e.g. concatenated Ogg files) are not supported:
+            // keep the first one.
+            Err(SymError::ResetRequired) if out.frames() > 0 => {
+                tracing::warn!("{shown}: only the first of several chained streams was decoded");
+                break;
+            }
+            Err(e) if out.frames() > 0 => {
+                tracing::warn!(
+                    "{shown}: stopped reading at corrupt data ({e}); the audio may be cut short"
+                );
+                break;
+            }
+            Err(e) => {
+                return Err(anyhow!(e)).with_context(|| format!("{shown} is corrupt"));
+            }
+        };
+        if packet.track_id != track_id {
+            continue;
+        }
+        match decoder.decode(&packet) {
+            Ok(buf) => out
+                .push(&buf)
+                .with_context(|| format!("cannot decode {shown}"))?,
+            // Invalid data in this packet: skip it.
+            Err(e @ (SymError::DecodeError(_) | SymError::IoError(_))) => {
+                bad_packets += 1;
+                last_error = Some(e);
+            }
+            Err(e) => {
+                return Err(anyhow!(e)).with_context(|| format!("cannot decode {shown}"));
+            }
+        }
+    }
+
+    if out.frames() == 0 {
+        if let Some(e) = last_error {
+            bail!("{shown} is corrupt: none of its {bad_packets} audio packet(s) could be decoded (last error: {e})");
+        }
+        bail!("{shown} contains no audio samples");
+    }
+    if bad_packets > 0 {
+        let e = last_error.map(|e| e.to_string()).unwrap_or_default();
+        tracing::warn!("{shown}: skipped {bad_packets} corrupt audio packet(s) ({e})");
+    }
+    out.finish()
+        .with_context(|| format!("{shown} contains no audio samples"))
+}
+
+/// Accumulates decoded buffers into planar `f32`.
+#[derive(Default)]
+struct Collector {
+    sample_rate: u32,
+    channels: Vec<Vec<f32>>,
+    reserve_hint: usize,
+}
+
+impl Collector {
+    fn frames(&self) -> usize {
+        self.channels.first().map_or(0, Vec::len)
+    }
+
+    fn push(&mut self, buf: &GenericAudioBufferRef<'_>) -> Result<()> {
+        if buf.frames() == 0 {
+            return Ok(());
+        }
+        let rate = buf.spec().rate();
+        let planes = buf.num_planes();
+        if planes == 0 {
+            bail!("the decoder produced audio without channels");
+        }
+        if rate == 0 {
+            bail!("the stream has a sample rate of 0 Hz");
+        }
+        if self.channels.is_empty() {
+            self.sample_rate = rate;
+            self.channels = (0..planes)
+                .map(|_| Vec::with_capacity(self.reserve_hint))
+                .collect();
+        } else if rate != self.sample_rate || planes != self.channels.len() {
+            bail!(
+                "the stream changes from {} Hz, {} channel(s) to {rate} Hz, {planes} channel(s) part way; this is not supported",
+                self.sample_rate,
+                self.channels.len()
+            );
+        }
+        match buf {
+            GenericAudioBufferRef::U8(b) => {
+                self.extend(planes, |i| b.plane(i), |x| (f32::from(x) - 128.0) / 128.0)
+            }
+            GenericAudioBufferRef::U16(b) => self.extend(
+                planes,
+                |i| b.plane(i),
+                |x| (f32::from(x) - 32768.0) / 32768.0,
+            ),
+            GenericAudioBufferRef::U24(b) => self.extend(
+                planes,
+                |i| b.plane(i),
+                |x| (x.inner() as f32 - 8_388_608.0) / 8_388_608.0,
+            ),
+            GenericAudioBufferRef::U32(b) => self.extend(
+                planes,
+                |i| b.plane(i),
+                |x| ((f64::from(x) - 2_147_483_648.0) / 2_147_483_648.0) as f32,
+            ),
+            GenericAudioBufferRef::S8(b) => {
+                self.extend(planes, |i| b.plane(i), |x| f32::from(x) / 128.0)
+            }
+            GenericAudioBufferRef::S16(b) => {
+                self.extend(planes, |i| b.plane(i), |x| f32::from(x) / 32768.0)
+            }
+            GenericAudioBufferRef::S24(b) => {
+                self.extend(planes, |i| b.plane(i), |x| x.inner() as f32 / 8_388_608.0)
+            }
+            GenericAudioBufferRef::S32(b) => self.extend(
+                planes,
+                |i| b.plane(i),
+                |x| (f64::from(x) / 2_147_483_648.0) as f32,
+            ),
+            GenericAudioBufferRef::F32(b) => self.extend(planes, |i| b.plane(i), |x| x),
+            GenericAudioBufferRef::F64(b) => self.extend(planes, |i| b.plane(i), |x| x as f32),
+        }
+    }
+
+    fn extend<'a, S: Copy + 'a>(
+        &mut self,
+        planes: usize,
+        plane: impl Fn(usize) -> Option<&'a [S]>,
+        convert: impl Fn(S) -> f32,
+    ) -> Result<()> {
+        for (i, dst) in self.channels.iter_mut().enumerate().take(planes) {
+            let src = plane(i).ok_or_else(|| anyhow!("the decoder produced a missing channel"))?;
+            dst.extend(src.iter().map(|&x| convert(x)));
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Audio> {
+        Audio::new(self.sample_rate, self.channels)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// A scratch directory removed on drop.
+    pub(crate) struct TestDir(pub PathBuf);
+
+    impl TestDir {
+        pub(crate) fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "roformer-audio-{name}-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TestDir(dir)
+        }
+
+        pub(crate) fn path(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    pub(crate) fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/audio")
+            .join(name)
+    }
+
+    fn write_wav_int(path: &Path, bits: u16, channels: u16, samples: &[i32]) {
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate: 22050,
+            bits_per_sample: bits,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(path, spec).unwrap();
+        for &s in samples {
+            match bits {
+                8 => w.write_sample(s as i8).unwrap(),
+                16 => w.write_sample(s as i16).unwrap(),
+                _ => w.write_sample(s).unwrap(),
+            }
+        }
+        w.finalize().unwrap();
+    }
+
+    fn err_text(r: Result<Audio>) -> String {
+        format!("{:#}", r.expect_err("expected an error"))
+    }
+
+    #[test]
+    fn integer_wavs_scale_like_libsndfile() {
+        let dir = TestDir::new("intwav");
+        for (bits, full) in [
+            (8u16, 128i64),
+            (16, 32768),
+            (24, 8_388_608),
+            (32, 2_147_483_648),
+        ] {
+            let max = (full - 1) as i32;
+            let min = (-full) as i32;
+            // Interleaved stereo: (min, max), (0, 1), (-1, max/3).
+            let samples = [min, max, 0, 1, -1, max / 3];
+            let p = dir.path(&format!("i{bits}.wav"));
+            write_wav_int(&p, bits, 2, &samples);
+            let a = decode_file(&p).unwrap();
+            assert_eq!((a.sample_rate, a.num_channels(), a.frames()), (22050, 2, 3));
+            let expect = |s: i32| (s as f64 / full as f64) as f32;
+            assert_eq!(
+                a.channels[0],
+                vec![expect(min), expect(0), expect(-1)],
+                "{bits} bit"
+            );
+            assert_eq!(
+                a.channels[1],
+                vec![expect(max), expect(1), expect(max / 3)],
+                "{bits} bit"
+            );
+            assert_eq!(a.channels[0][0], -1.0);
+        }
+    }
+
+    #[test]
+    fn float_wav_is_bit_exact() {
+        let dir = TestDir::new("f32wav");
+        let p = dir.path("f.wav");
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 48000,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let vals: Vec<f32> = vec![
+            0.1,
+            -0.3,
+            1.5,
+            -2.0,
+            f32::MIN_POSITIVE,
+            1e-40,
+            0.123_456_79,
+            -0.0,
+        ];
+        let mut w = hound::WavWriter::create(&p, spec).unwrap();
+        for &v in &vals {
+            w.write_sample(v).unwrap();
+        }
+        w.finalize().unwrap();
+        let a = decode_file(&p).unwrap();
+        let l: Vec<u32> = vals.iter().step_by(2).map(|v| v.to_bits()).collect();
+        let r: Vec<u32> = vals
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .map(|v| v.to_bits())
+            .collect();
+        assert_eq!(
+            a.channels[0]
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>(),
+            l
+        );
+        assert_eq!(
+            a.channels[1]
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>(),
+            r
+        );
+    }
+
+    #[test]
+    fn surround_wav_keeps_channels() {
+        let dir = TestDir::new("surround");
+        let p = dir.path("s.wav");
+        let samples: Vec<i32> = (0..6 * 4).map(|i| (i % 6) * 1000).collect();
+        write_wav_int(&p, 16, 6, &samples);
+        let a = decode_file(&p).unwrap();
+        assert_eq!(a.num_channels(), 6);
+        for (c, ch) in a.channels.iter().enumerate() {
+            assert!(ch.iter().all(|&x| x == (c as f32 * 1000.0) / 32768.0));
+        }
+    }
+
+    #[test]
+    fn missing_file() {
+        let e = err_text(decode_file(Path::new("/nonexistent/dir/song.wav")));
+        assert!(e.contains("cannot open /nonexistent/dir/song.wav"), "{e}");
+        let dir = TestDir::new("isdir");
+        let e = err_text(decode_file(&dir.0));
+        assert!(e.contains("cannot open") && e.contains("directory"), "{e}");
+    }
+
+    #[test]
+    fn not_audio() {
+        let dir = TestDir::new("notaudio");
+        // Deterministic pseudo-random bytes.
+        let mut x = 0x1234_5678u32;
+        let bytes: Vec<u8> = (0..50_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        for (name, data) in [
+            ("random.wav", &bytes[..]),
+            ("random.mp3", &bytes[..]),
+            ("empty.flac", &[][..]),
+            ("text.txt", &b"hello, this is not audio\n"[..]),
+        ] {
+            let p = dir.path(name);
+            std::fs::write(&p, data).unwrap();
+            let e = err_text(decode_file(&p));
+            assert!(e.contains(&p.display().to_string()), "{e}");
+            assert!(
+                e.contains("is not a supported audio file") || e.contains("is corrupt"),
+                "{name}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn truncated_and_empty_wav() {
+        let dir = TestDir::new("truncated");
+        let full = dir.path("full.wav");
+        let samples: Vec<i32> = (0..2000).map(|i| (i * 7) % 3000 - 1500).collect();
+        write_wav_int(&full, 16, 2, &samples);
+        let bytes = std::fs::read(&full).unwrap();
+        // Header cut in the middle of the fmt chunk.
+        for cut in [4usize, 12, 20, 30, 40] {
+            let p = dir.path(&format!("cut{cut}.wav"));
+            std::fs::write(&p, &bytes[..cut]).unwrap();
+            let e = err_text(decode_file(&p));
+            assert!(e.contains(&p.display().to_string()), "{cut}: {e}");
+        }
+        // Header intact, data cut: what is there decodes (no panic either way).
+        let p = dir.path("cutdata.wav");
+        std::fs::write(&p, &bytes[..bytes.len() / 2 + 1]).unwrap();
+        if let Ok(a) = decode_file(&p) {
+            assert_eq!(a.num_channels(), 2);
+            assert!(a.frames() > 0 && a.frames() < 1000);
+        }
+        // Zero frames.
+        let p = dir.path("empty.wav");
+        write_wav_int(&p, 16, 2, &[]);
+        let e = err_text(decode_file(&p));
+        assert!(e.contains("contains no audio samples"), "{e}");
+    }
+
+    /// Relative energy of the best-matching sine at `freq` (Goertzel-style
+    /// projection), in `[0, 1]`: 1 for a pure sine at that frequency.
+    pub(crate) fn tone_purity(x: &[f32], rate: u32, freq: f64) -> f64 {
+        let w = 2.0 * std::f64::consts::PI * freq / f64::from(rate);
+        let (mut s, mut c, mut e) = (0.0f64, 0.0f64, 0.0f64);
+        for (n, &v) in x.iter().enumerate() {
+            let v = f64::from(v);
+            s += v * (w * n as f64).sin();
+            c += v * (w * n as f64).cos();
+            e += v * v;
+        }
+        (s * s + c * c) * 2.0 / x.len() as f64 / e
+    }
+
+    /// Lossy fixtures: 0.5 s of stereo 44.1 kHz, a 440 Hz sine on the left
+    /// and 660 Hz on the right (see tests/fixtures/audio/README.md).
+    #[test]
+    fn lossy_fixtures() {
+        for name in ["sine.mp3", "sine.ogg", "sine.m4a"] {
+            let p = fixture(name);
+            let a = decode_file(&p).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            assert_eq!(a.sample_rate, 44100, "{name}");
+            assert_eq!(a.num_channels(), 2, "{name}");
+            let n = a.frames() as i64;
+            // 0.5 s, give or take encoder delay/padding the container does
+            // not signal.
+            assert!((n - 22050).abs() <= 2200, "{name}: {n} frames");
+            // Skip the edges (encoder delay, fades).
+            let mid = |c: &Vec<f32>| c[4000..18000].to_vec();
+            let l = tone_purity(&mid(&a.channels[0]), 44100, 440.0);
+            let r = tone_purity(&mid(&a.channels[1]), 44100, 660.0);
+            assert!(l > 0.99 && r > 0.99, "{name}: purity {l} {r}");
+            let peak = a.channels[0][4000..18000]
+                .iter()
+                .fold(0.0f32, |m, &x| m.max(x.abs()));
+            assert!((peak - 0.5).abs() < 0.05, "{name}: peak {peak}");
+        }
+    }
+
+    /// The AIFF fixture holds known 16-bit big-endian samples: decoded values
+    /// must be exactly `round(0.5 * 32767 * sin(2 pi 1000 n / 22050)) / 32768`.
+    #[test]
+    fn aiff_fixture_is_exact() {
+        let a = decode_file(&fixture("sine.aiff")).unwrap();
+        assert_eq!(
+            (a.sample_rate, a.num_channels(), a.frames()),
+            (22050, 1, 2205)
+        );
+        for (n, &x) in a.channels[0].iter().enumerate() {
+            let w = 2.0 * std::f64::consts::PI * 1000.0 * n as f64 / 22050.0;
+            let q = (0.5 * 32767.0 * w.sin()).round();
+            assert_eq!(x, (q / 32768.0) as f32, "sample {n}");
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! `roformer inspect`: what a checkpoint holds and whether it fits a config.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use roformer::config::MsstConfig;
+use roformer::model::LoadedModel;
+use roformer::weights::{load_state_dict, StateDict};
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Model weights (.ckpt/.pth/.safetensors).
+    pub model: PathBuf,
+    /// An MSST YAML config to describe and check the weights against.
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Distinct values of the path component after `prefix` in the keys (e.g. layer indices).
+fn indices(state: &StateDict, prefix: &str) -> usize {
+    state
+        .keys()
+        .filter_map(|k| k.strip_prefix(prefix))
+        .filter_map(|rest| rest.split('.').next())
+        .filter_map(|i| i.parse::<usize>().ok())
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
+fn dims(state: &StateDict, key: &str) -> Option<Vec<usize>> {
+    state.get(key).map(|t| t.dims().to_vec())
+}
+
+pub fn run(args: InspectArgs) -> Result<()> {
+    let state = load_state_dict(&args.model)
+        .with_context(|| format!("cannot read {}", args.model.display()))?;
+    println!("Checkpoint   {}", args.model.display());
+    println!(
+        "Tensors      {} ({:.2} M parameters)",
+        state.len(),
+        state.num_parameters() as f64 / 1e6
+    );
+    // What the key tree says, independent of any config.
+    let kind = if state.get("final_norm.gamma").is_some() {
+        "BS-RoFormer"
+    } else {
+        "unknown (no final_norm: not an MSST BS-RoFormer)"
+    };
+    println!("Looks like   {kind}");
+    if let Some(d) = dims(&state, "final_norm.gamma") {
+        println!("  dim        {}", d[0]);
+    }
+    println!("  depth      {}", indices(&state, "layers."));
+    println!(
+        "  bands      {}",
+        indices(&state, "band_split.to_features.")
+    );
+    println!("  stems      {}", indices(&state, "mask_estimators."));
+    let attn = state
+        .keys()
+        .find(|k| k.ends_with(".to_gates.weight"))
+        .map(str::to_string);
+    if let Some(key) = attn {
+        if let Some(d) = dims(&state, &key) {
+            println!("  heads      {}", d[0]);
+        }
+    }
+    if let Some(key) = state
+        .keys()
+        .find(|k| k.ends_with("rotary_embed.freqs"))
+        .map(str::to_string)
+    {
+        if let Some(d) = dims(&state, &key) {
+            println!("  dim_head   {}", d[0] * 2);
+        }
+    }
+    if !state.metadata.is_empty() {
+        let keys: Vec<&str> = state.metadata.keys().map(String::as_str).collect();
+        println!("Metadata     {}", keys.join(", "));
+    }
+
+    let Some(config_path) = args.config else {
+        println!("(pass --config to check the weights against a config)");
+        return Ok(());
+    };
+    let config = MsstConfig::from_file(&config_path)?;
+    let m = &config.model;
+    println!("Config       {}", config_path.display());
+    println!(
+        "  model      BS-RoFormer dim {} depth {} heads {}x{} (time {}, freq {}, linear {})",
+        m.dim,
+        m.depth,
+        m.heads,
+        m.dim_head,
+        m.time_transformer_depth,
+        m.freq_transformer_depth,
+        m.linear_transformer_depth
+    );
+    println!(
+        "  audio      {} Hz, {}, chunk {} samples, overlap {}, batch {}",
+        config.audio.sample_rate,
+        if m.stereo { "stereo" } else { "mono" },
+        config.chunk_size(),
+        config.inference.num_overlap,
+        config.inference.batch_size
+    );
+    println!(
+        "  STFT       n_fft {}, hop {}, window {}, {} bands, zero_dc {}",
+        m.stft_n_fft,
+        m.stft_hop_length,
+        m.stft_win_length,
+        m.freqs_per_bands.len(),
+        m.zero_dc
+    );
+    println!(
+        "  masks      depth {}, mlp x{}, skip_connection {}",
+        m.mask_estimator_depth, m.mlp_expansion_factor, m.skip_connection
+    );
+    println!("  stems      {}", config.stem_names().join(", "));
+    match LoadedModel::from_state_dict(config, state, &roformer::Device::Cpu) {
+        Ok(_) => println!("Weights      match the config"),
+        Err(e) => {
+            println!("Weights      DO NOT match the config: {e}");
+            anyhow::bail!(
+                "the weights in {} do not fit {}",
+                args.model.display(),
+                config_path.display()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! `roformer`: separate songs into stems with BS-RoFormer models (MSST checkpoints and configs).
+
+mod audio;
+mod inputs;
+mod inspect;
+mod separate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "roformer", version, about = "Music source separation with BS-RoFormer", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Separate audio files (or every audio file in folders) into stems.
+    Separate(separate::SeparateArgs),
+    /// Describe a checkpoint (and, with --config, check that it fits the config).
+    Inspect(inspect::InspectArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Separate(args) => separate::run(args),
+        Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! MSST YAML configs (`audio`, `model`, `training`, `inference` sections) as typed values.
+//!
+//! Field names and defaults follow MSST's `BSRoformer.__init__` keyword arguments and its
+//! `inference.py`/`utils/model_utils.py`, so an unmodified community config loads as is.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// MSST's `DEFAULT_FREQS_PER_BANDS`: 62 bands over the 1025 bins of a 2048-point FFT.
+pub const DEFAULT_FREQS_PER_BANDS: [usize; 62] = [
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, //
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, //
+    12, 12, 12, 12, 12, 12, 12, 12, //
+    24, 24, 24, 24, 24, 24, 24, 24, //
+    48, 48, 48, 48, 48, 48, 48, 48, //
+    128, 129,
+];
+
+/// A whole MSST config file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MsstConfig {
+    pub audio: AudioConfig,
+    pub model: ModelConfig,
+    pub training: TrainingConfig,
+    #[serde(default)]
+    pub inference: InferenceConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AudioConfig {
+    /// Samples per inference chunk (used unless `inference.chunk_size` is set).
+    pub chunk_size: usize,
+    #[serde(default = "default_sample_rate")]
+    pub sample_rate: u32,
+    #[serde(default)]
+    pub num_channels: Option<usize>,
+    #[serde(default)]
+    pub min_mean_abs: Option<f64>,
+}
+
+fn default_sample_rate() -> u32 {
+    44100
+}
+
+/// The `model` section: `BSRoformer` keyword arguments with MSST's defaults.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelConfig {
+    pub dim: usize,
+    pub depth: usize,
+    #[serde(default)]
+    pub stereo: bool,
+    #[serde(default = "one")]
+    pub num_stems: usize,
+    #[serde(default = "two")]
+    pub time_transformer_depth: usize,
+    #[serde(default = "two")]
+    pub freq_transformer_depth: usize,
+    #[serde(default)]
+    pub linear_transformer_depth: usize,
+    #[serde(default = "default_freqs_per_bands")]
+    pub freqs_per_bands: Vec<usize>,
+    #[serde(default = "default_dim_head")]
+    pub dim_head: usize,
+    #[serde(default = "default_heads")]
+    pub heads: usize,
+    #[serde(default = "default_n_fft")]
+    pub stft_n_fft: usize,
+    #[serde(default = "default_hop")]
+    pub stft_hop_length: usize,
+    #[serde(default = "default_n_fft")]
+    pub stft_win_length: usize,
+    #[serde(default)]
+    pub stft_normalized: bool,
+    /// MSST zeroes the DC bin before the iSTFT unless told otherwise.
+    #[serde(default = "yes")]
+    pub zero_dc: bool,
+    #[serde(default = "two")]
+    pub mask_estimator_depth: usize,
+    #[serde(default = "default_mlp_expansion")]
+    pub mlp_expansion_factor: usize,
+    #[serde(default)]
+    pub skip_connection: bool,
+    #[serde(default)]
+    pub use_pope: bool,
+    #[serde(default = "default_multi_stft_weight")]
+    pub multi_stft_resolution_loss_weight: f64,
+    #[serde(default = "default_multi_stft_windows")]
+    pub multi_stft_resolutions_window_sizes: Vec<usize>,
+    #[serde(default = "default_multi_stft_hop")]
+    pub multi_stft_hop_size: usize,
+    #[serde(default)]
+    pub multi_stft_normalized: bool,
+}
+
+fn one() -> usize {
+    1
+}
+fn two() -> usize {
+    2
+}
+fn yes() -> bool {
+    true
+}
+fn default_freqs_per_bands() -> Vec<usize> {
+    DEFAULT_FREQS_PER_BANDS.to_vec()
+}
+fn default_dim_head() -> usize {
+    64
+}
+fn default_heads() -> usize {
+    8
+}
+fn default_n_fft() -> usize {
+    2048
+}
+fn default_hop() -> usize {
+    512
+}
+fn default_mlp_expansion() -> usize {
+    4
+}
+fn default_multi_stft_weight() -> f64 {
+    1.0
+}
+fn default_multi_stft_windows() -> Vec<usize> {
+    vec![4096, 2048, 1024, 512, 256]
+}
+fn default_multi_stft_hop() -> usize {
+    147
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TrainingConfig {
+    pub instruments: Vec<String>,
+    #[serde(default)]
+    pub target_instrument: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InferenceConfig {
+    #[serde(default = "one")]
+    pub batch_size: usize,
+    #[serde(default = "two")]
+    pub num_overlap: usize,
+    #[serde(default)]
+    pub chunk_size: Option<usize>,
+    /// Mono-mix mean/std normalisation around the model (MSST `inference.normalize`).
+    #[serde(default)]
+    pub normalize: bool,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 1,
+            num_overlap: 2,
+            chunk_size: None,
+            normalize: false,
+        }
+    }
+}
+
+impl ModelConfig {
+    pub fn audio_channels(&self) -> usize {
+        if self.stereo {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Frequency bins of the one-sided spectrum.
+    pub fn num_freqs(&self) -> usize {
+        self.stft_n_fft / 2 + 1
+    }
+
+    /// Width of each band's input vector: `[freq][channel][re, im]`.
+    pub fn band_input_dims(&self) -> Vec<usize> {
+        let c = self.audio_channels();
+        self.freqs_per_bands.iter().map(|f| 2 * f * c).collect()
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        let positive = [
+            ("dim", self.dim),
+            ("depth", self.depth),
+            ("num_stems", self.num_stems),
+            ("heads", self.heads),
+            ("dim_head", self.dim_head),
+            ("stft_n_fft", self.stft_n_fft),
+            ("stft_hop_length", self.stft_hop_length),
+            ("stft_win_length", self.stft_win_length),
+            ("mask_estimator_depth", self.mask_estimator_depth),
+            ("mlp_expansion_factor", self.mlp_expansion_factor),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(format!("model.{name} must be positive"));
+            }
+        }
+        if !self.dim_head.is_multiple_of(2) {
+            return Err(format!(
+                "model.dim_head must be even for rotary embeddings, got {}",
+                self.dim_head
+            ));
+        }
+        if self.stft_win_length > self.stft_n_fft {
+            return Err(format!(
+                "model.stft_win_length ({}) must not exceed model.stft_n_fft ({})",
+                self.stft_win_length, self.stft_n_fft
+            ));
+        }
+        if self.stft_normalized {
+            return Err("model.stft_normalized: true is not supported".into());
+        }
+        if self.use_pope {
+            return Err("model.use_pope: true (PoPE positions) is not supported yet".into());
+        }
+        if self.freqs_per_bands.len() < 2 || self.freqs_per_bands.contains(&0) {
+            return Err("model.freqs_per_bands needs at least two bands, none empty".into());
+        }
+        let total: usize = self.freqs_per_bands.iter().sum();
+        if total != self.num_freqs() {
+            return Err(format!(
+                "model.freqs_per_bands sums to {total}, but stft_n_fft {} gives {} frequency bins",
+                self.stft_n_fft,
+                self.num_freqs()
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl MsstConfig {
+    /// Reads and validates an MSST YAML config file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigIo {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// Parses YAML text; `origin` names the source in error messages.
+    pub fn from_yaml(text: &str, origin: &Path) -> Result<Self> {
+        let origin: PathBuf = origin.to_path_buf();
+        let config: MsstConfig = serde_saphyr::from_str(text).map_err(|e| Error::ConfigParse {
+            path: origin.clone(),
+            message: e.to_string(),
+        })?;
+        config.validate().map_err(|message| Error::ConfigInvalid {
+            path: origin,
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        self.model.validate()?;
+        if self.training.instruments.is_empty() && self.training.target_instrument.is_none() {
+            return Err("training.instruments is empty".into());
+        }
+        let stems = self.stem_names().len();
+        if stems != self.model.num_stems {
+            return Err(format!(
+                "the model predicts {} stem(s) but the config names {} target(s) ({}): set \
+                 training.target_instrument for a single-stem model, or list one instrument per stem",
+                self.model.num_stems,
+                stems,
+                self.stem_names().join(", ")
+            ));
+        }
+        if self.chunk_size() < self.model.stft_n_fft {
+            return Err(format!(
+                "chunk size {} is shorter than one STFT window ({})",
+                self.chunk_size(),
+                self.model.stft_n_fft
+            ));
+        }
+        if self.inference.num_overlap == 0 || self.inference.batch_size == 0 {
+            return Err("inference.num_overlap and inference.batch_size must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The stems the model writes, in output order (MSST `prefer_target_instrument`).
+    pub fn stem_names(&self) -> Vec<String> {
+        match &self.training.target_instrument {
+            Some(t) if !t.is_empty() => vec![t.clone()],
+            _ => self.training.instruments.clone(),
+        }
+    }
+
+    /// Inference chunk length: `inference.chunk_size`, else `audio.chunk_size`.
+    pub fn chunk_size(&self) -> usize {
+        self.inference.chunk_size.unwrap_or(self.audio.chunk_size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+audio:
+  chunk_size: 352800
+  sample_rate: 44100
+model:
+  dim: 512
+  depth: 12
+  stereo: true
+  num_stems: 1
+  freqs_per_bands: !!python/tuple
+    - 512
+    - 513
+  stft_hop_length: 441
+  multi_stft_normalized: False
+training:
+  instruments: [vocals, other]
+  target_instrument: vocals
+  lr: 5.0e-05
+inference:
+  batch_size: 4
+  num_overlap: 2
+"#;
+
+    fn parse(text: &str) -> Result<MsstConfig> {
+        MsstConfig::from_yaml(text, Path::new("test.yaml"))
+    }
+
+    #[test]
+    fn reads_python_tuples_and_msst_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.model.freqs_per_bands, vec![512, 513]);
+        assert_eq!(c.model.stft_hop_length, 441);
+        // BSRoformer defaults from MSST's signature.
+        assert_eq!(c.model.dim_head, 64);
+        assert_eq!(c.model.heads, 8);
+        assert_eq!(c.model.time_transformer_depth, 2);
+        assert!(c.model.zero_dc);
+        assert_eq!(c.model.mlp_expansion_factor, 4);
+        assert_eq!(c.stem_names(), vec!["vocals".to_string()]);
+        assert_eq!(c.chunk_size(), 352800);
+        assert_eq!(c.inference.batch_size, 4);
+    }
+
+    #[test]
+    fn default_bands_cover_a_2048_fft() {
+        assert_eq!(DEFAULT_FREQS_PER_BANDS.iter().sum::<usize>(), 1025);
+    }
+
+    #[test]
+    fn missing_required_key_is_named() {
+        let text = MINIMAL.replace("  dim: 512\n", "");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("dim"), "{err}");
+        assert!(err.contains("test.yaml"), "{err}");
+    }
+
+    #[test]
+    fn bands_must_cover_the_spectrum() {
+        let text = MINIMAL.replace("    - 513\n", "    - 500\n");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("sums to 1012"), "{err}");
+    }
+
+    #[test]
+    fn stem_count_must_match_the_targets() {
+        let text = MINIMAL.replace("  target_instrument: vocals\n", "");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("1 stem(s)") && err.contains("2 target(s)"),
+            "{err}"
+        );
+    }
+}

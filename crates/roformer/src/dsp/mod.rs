@@ -1,0 +1,5 @@
+//! Signal processing shared by inference and training.
+
+pub mod stft;
+
+pub use stft::{Spectrogram, Stft};

@@ -1,0 +1,15 @@
+//! roformer: music source separation with BS-RoFormer, compatible with the checkpoints and YAML
+//! configs of ZFTurbo's Music-Source-Separation-Training (MSST).
+//!
+//! The library has no terminal code: the `roformer` binary (crate `roformer-cli`) sits on top.
+
+pub mod config;
+pub mod device;
+pub mod dsp;
+pub mod error;
+pub mod model;
+pub mod separate;
+pub mod weights;
+
+pub use candle_core::Device;
+pub use error::{Error, Result};

@@ -1,0 +1,44 @@
+//! Rotary position embedding as `rotary-embedding-torch` applies it: interleaved pairs
+//! `(x[2i], x[2i+1])` rotated by `pos * freqs[i]`, positions `0..n`.
+
+use candle_core::{Device, Result as CResult, Tensor};
+
+use crate::error::Result;
+use crate::weights::WeightsView;
+
+#[derive(Debug, Clone)]
+pub struct Rope {
+    /// `dim_head / 2` inverse frequencies, read from the checkpoint (every attention layer stores them).
+    freqs: Vec<f32>,
+}
+
+impl Rope {
+    pub fn load(vb: &mut WeightsView<'_>, dim_head: usize) -> Result<Self> {
+        let freqs = vb.take("freqs", &[dim_head / 2])?.to_vec1::<f32>()?;
+        Ok(Self { freqs })
+    }
+
+    /// `cos` and `sin` tables of shape `[n, dim_head/2]` for a sequence of `n` positions.
+    pub fn tables(&self, n: usize, device: &Device) -> CResult<(Tensor, Tensor)> {
+        let half = self.freqs.len();
+        let mut cos = Vec::with_capacity(n * half);
+        let mut sin = Vec::with_capacity(n * half);
+        for pos in 0..n {
+            for &f in &self.freqs {
+                // f32 product as torch's einsum computes it, then cos/sin.
+                let angle = pos as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        Ok((
+            Tensor::from_vec(cos, (n, half), device)?,
+            Tensor::from_vec(sin, (n, half), device)?,
+        ))
+    }
+
+    /// Rotates `x` of shape `[b, heads, n, dim_head]`.
+    pub fn apply(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> CResult<Tensor> {
+        candle_nn::rotary_emb::rope_i(&x.contiguous()?, cos, sin)
+    }
+}

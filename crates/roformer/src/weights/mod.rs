@@ -1,0 +1,427 @@
+//! Reading checkpoints: PyTorch zip-pickles (`.ckpt`/`.pth`) and safetensors.
+//!
+//! [`load_state_dict`] reads every tensor of a checkpoint into CPU memory (floats as `F32`,
+//! integers and bools as `I64`). PyTorch pickles are read by a restricted unpickler that only
+//! rebuilds tensors and plain containers: a checkpoint that asks for anything else (say
+//! `os.system`) is refused, never run.
+//!
+//! Model code then takes its tensors by name, checking shapes, through [`StateDict::take`] or
+//! the prefix-joining [`WeightsView`], and calls [`StateDict::finish`] to reject leftovers:
+//!
+//! ```ignore
+//! let mut sd = load_state_dict(path)?;
+//! let mut vb = sd.root();
+//! let w = vb.pp("layers").pp(0).take("weight", &[out_dim, in_dim])?;
+//! sd.finish()?;
+//! ```
+
+mod pickle;
+mod safetensors_file;
+#[cfg(test)]
+mod tests;
+mod torch_zip;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Display;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use candle_core::Tensor;
+
+/// Why a checkpoint could not be read, or does not fit the model.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("cannot read checkpoint {}: {source}", .file.display())]
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("checkpoint {} is truncated or not a zip archive: {reason}", .file.display())]
+    Truncated { file: PathBuf, reason: String },
+
+    #[error(
+        "checkpoint {} uses the legacy (pre-1.6) torch.save format, which is not supported: \
+         re-save it with torch.save (e.g. `torch.save(torch.load(f), f)` in PyTorch >= 1.6)",
+        .file.display()
+    )]
+    LegacyFormat { file: PathBuf },
+
+    #[error("{} is neither a PyTorch checkpoint (zip) nor a safetensors file", .file.display())]
+    UnknownFormat { file: PathBuf },
+
+    #[error("checkpoint {} is corrupt: {reason}", .file.display())]
+    Corrupt { file: PathBuf, reason: String },
+
+    #[error("checkpoint {} was saved on a big-endian machine, which is not supported", .file.display())]
+    BigEndian { file: PathBuf },
+
+    #[error(
+        "checkpoint {} asks pickle to call `{module}.{name}`: only tensor rebuilding and plain \
+         containers are allowed",
+        .file.display()
+    )]
+    ForbiddenGlobal {
+        file: PathBuf,
+        module: String,
+        name: String,
+    },
+
+    #[error(
+        "checkpoint {} uses pickle opcode {name} (0x{opcode:02x}) at byte {pos} of data.pkl, \
+         which this loader does not support",
+        .file.display()
+    )]
+    UnsupportedOpcode {
+        file: PathBuf,
+        opcode: u8,
+        name: &'static str,
+        pos: usize,
+    },
+
+    #[error("checkpoint {} has a malformed data.pkl (at byte {pos}): {reason}", .file.display())]
+    Pickle {
+        file: PathBuf,
+        pos: usize,
+        reason: String,
+    },
+
+    #[error("checkpoint {}: storage `{key}`: {reason}", .file.display())]
+    Storage {
+        file: PathBuf,
+        key: String,
+        reason: String,
+    },
+
+    #[error("checkpoint {} holds no state dict: {reason}", .file.display())]
+    NoStateDict { file: PathBuf, reason: String },
+
+    #[error("safetensors file {} is invalid: {reason}", .file.display())]
+    Safetensors { file: PathBuf, reason: String },
+
+    #[error("tensor `{name}` in {} has type {dtype}, which is not supported", .file.display())]
+    UnsupportedDtype {
+        file: PathBuf,
+        name: String,
+        dtype: String,
+    },
+
+    #[error("missing tensor `{name}` in {}", .file.display())]
+    MissingTensor { file: PathBuf, name: String },
+
+    #[error(
+        "tensor `{name}` has shape {found:?} in the checkpoint but the config expects {expected:?} \
+         ({})",
+        .file.display()
+    )]
+    ShapeMismatch {
+        file: PathBuf,
+        name: String,
+        found: Vec<usize>,
+        expected: Vec<usize>,
+    },
+
+    #[error(
+        "unexpected tensors in checkpoint {}: {names}{}; the config does not match these weights",
+        .file.display(),
+        and_more(.more)
+    )]
+    UnexpectedTensors {
+        file: PathBuf,
+        names: String,
+        more: usize,
+    },
+}
+
+fn and_more(more: &usize) -> String {
+    if *more > 0 {
+        format!(" (and {more} more)")
+    } else {
+        String::new()
+    }
+}
+
+/// All tensors of a checkpoint, by name, on the CPU.
+#[derive(Debug, Clone)]
+pub struct StateDict {
+    /// Tensors by name: floats as `F32`, integers and bools as `I64`.
+    pub tensors: BTreeMap<String, Tensor>,
+    /// The `__metadata__` of a safetensors file (empty for PyTorch checkpoints).
+    pub metadata: HashMap<String, String>,
+    /// The file it was read from (for messages).
+    pub source: PathBuf,
+}
+
+/// Reads a checkpoint: a PyTorch zip (`torch.save`) or a safetensors file, told apart by
+/// content. A state dict nested under `state_dict`/`model_state_dict`/`model`/`state` is found,
+/// and a `module.`/`model.` prefix shared by all keys is stripped.
+pub fn load_state_dict(path: &Path) -> Result<StateDict, WeightsError> {
+    let file = path.to_path_buf();
+    let mut head = Vec::with_capacity(16);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(16).read_to_end(&mut head))
+        .map_err(|source| WeightsError::Io {
+            file: file.clone(),
+            source,
+        })?;
+    let is_safetensors_ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+
+    let (tensors, metadata) = if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06")
+    {
+        (torch_zip::load(path)?, HashMap::new())
+    } else if head.get(8) == Some(&b'{') || is_safetensors_ext {
+        safetensors_file::load(path)?
+    } else if head.first() == Some(&0x80) {
+        return Err(WeightsError::LegacyFormat { file });
+    } else if head.is_empty() {
+        return Err(WeightsError::Truncated {
+            file,
+            reason: "the file is empty".into(),
+        });
+    } else if head.starts_with(b"PK") {
+        return Err(WeightsError::Truncated {
+            file,
+            reason: "no zip entry at the start".into(),
+        });
+    } else {
+        return Err(WeightsError::UnknownFormat { file });
+    };
+    let tensors = strip_common_prefixes(tensors);
+    tracing::debug!("read {} tensors from {}", tensors.len(), path.display());
+    Ok(StateDict {
+        tensors,
+        metadata,
+        source: file,
+    })
+}
+
+/// Strips `module.` / `model.` (repeatedly) when every key carries it.
+fn strip_common_prefixes<T>(mut map: BTreeMap<String, T>) -> BTreeMap<String, T> {
+    'outer: loop {
+        for prefix in ["module.", "model."] {
+            let all = !map.is_empty()
+                && map
+                    .keys()
+                    .all(|k| k.len() > prefix.len() && k.starts_with(prefix));
+            if all {
+                map = map
+                    .into_iter()
+                    .map(|(k, v)| (k.strip_prefix(prefix).map(str::to_string).unwrap_or(k), v))
+                    .collect();
+                continue 'outer;
+            }
+        }
+        return map;
+    }
+}
+
+impl StateDict {
+    pub fn new(
+        tensors: BTreeMap<String, Tensor>,
+        metadata: HashMap<String, String>,
+        source: PathBuf,
+    ) -> Self {
+        Self {
+            tensors,
+            metadata,
+            source,
+        }
+    }
+
+    /// Removes and returns tensor `name`, checking its shape.
+    pub fn take(&mut self, name: &str, expected_shape: &[usize]) -> Result<Tensor, WeightsError> {
+        self.take_opt(name, expected_shape)?
+            .ok_or_else(|| WeightsError::MissingTensor {
+                file: self.source.clone(),
+                name: name.to_string(),
+            })
+    }
+
+    /// Like [`take`](Self::take), but a missing tensor is `Ok(None)` (a wrong shape is still
+    /// an error, and the tensor is left in place).
+    pub fn take_opt(
+        &mut self,
+        name: &str,
+        expected_shape: &[usize],
+    ) -> Result<Option<Tensor>, WeightsError> {
+        let Some(t) = self.tensors.get(name) else {
+            return Ok(None);
+        };
+        if t.dims() != expected_shape {
+            return Err(WeightsError::ShapeMismatch {
+                file: self.source.clone(),
+                name: name.to_string(),
+                found: t.dims().to_vec(),
+                expected: expected_shape.to_vec(),
+            });
+        }
+        Ok(self.tensors.remove(name))
+    }
+
+    /// Removes and returns tensor `name` whatever its shape.
+    pub fn take_any(&mut self, name: &str) -> Result<Tensor, WeightsError> {
+        self.tensors
+            .remove(name)
+            .ok_or_else(|| WeightsError::MissingTensor {
+                file: self.source.clone(),
+                name: name.to_string(),
+            })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.get(name)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Tensor names, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// Total number of elements over all (remaining) tensors.
+    pub fn num_parameters(&self) -> usize {
+        self.tensors.values().map(Tensor::elem_count).sum()
+    }
+
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// A view at the root: `root().pp("a").take("b", ..)` takes `a.b`.
+    pub fn root(&mut self) -> WeightsView<'_> {
+        WeightsView {
+            dict: Rc::new(RefCell::new(self)),
+            prefix: String::new(),
+        }
+    }
+
+    /// A view under `prefix` (joined with `.`).
+    pub fn prefixed(&mut self, prefix: &str) -> WeightsView<'_> {
+        WeightsView {
+            dict: Rc::new(RefCell::new(self)),
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// Errs if tensors are left over: they mean the config does not match the weights.
+    pub fn finish(self) -> Result<(), WeightsError> {
+        if self.tensors.is_empty() {
+            return Ok(());
+        }
+        const SHOWN: usize = 10;
+        let names: Vec<&str> = self
+            .tensors
+            .keys()
+            .take(SHOWN)
+            .map(String::as_str)
+            .collect();
+        Err(WeightsError::UnexpectedTensors {
+            file: self.source.clone(),
+            names: names.join(", "),
+            more: self.tensors.len().saturating_sub(SHOWN),
+        })
+    }
+}
+
+/// A [`StateDict`] seen under a dotted prefix, like candle's `VarBuilder`:
+/// `vb.pp("layers").pp(0).take("weight", &[o, i])` takes `layers.0.weight`.
+///
+/// Views are cheap (a shared handle and a prefix) and independent of each other: a view made by
+/// `pp` does not borrow its parent, so `let mut layer = vb.pp("layers").pp(i);` and
+/// `Linear::load(&mut vb.pp("to_qkv"), ..)` both work. The dict stays borrowed until every
+/// view is gone, then [`StateDict::finish`] checks for leftovers.
+#[derive(Debug, Clone)]
+pub struct WeightsView<'a> {
+    dict: Rc<RefCell<&'a mut StateDict>>,
+    prefix: String,
+}
+
+impl<'a> WeightsView<'a> {
+    /// A view one level down (`name` may be a number: `pp(0)`).
+    pub fn pp<S: Display>(&mut self, name: S) -> WeightsView<'a> {
+        WeightsView {
+            dict: Rc::clone(&self.dict),
+            prefix: self.key(&name.to_string()),
+        }
+    }
+
+    /// The full key of `name` under this view.
+    pub fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else if name.is_empty() {
+            self.prefix.clone()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Removes and returns `<prefix>.<name>`, checking its shape.
+    pub fn take(&mut self, name: &str, expected_shape: &[usize]) -> Result<Tensor, WeightsError> {
+        let key = self.key(name);
+        self.dict.borrow_mut().take(&key, expected_shape)
+    }
+
+    /// Like [`take`](Self::take); a missing tensor is `Ok(None)`.
+    pub fn take_opt(
+        &mut self,
+        name: &str,
+        expected_shape: &[usize],
+    ) -> Result<Option<Tensor>, WeightsError> {
+        let key = self.key(name);
+        self.dict.borrow_mut().take_opt(&key, expected_shape)
+    }
+
+    /// Removes and returns `<prefix>.<name>` whatever its shape.
+    pub fn take_any(&mut self, name: &str) -> Result<Tensor, WeightsError> {
+        let key = self.key(name);
+        self.dict.borrow_mut().take_any(&key)
+    }
+
+    /// A (cheap, shared) copy of `<prefix>.<name>`, left in the dict.
+    pub fn get(&self, name: &str) -> Option<Tensor> {
+        self.dict.borrow().get(&self.key(name)).cloned()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.dict.borrow().contains(&self.key(name))
+    }
+
+    /// Names (relative to this view) of the tensors still under it, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let dict = self.dict.borrow();
+        if self.prefix.is_empty() {
+            return dict.keys().map(str::to_string).collect();
+        }
+        let start = format!("{}.", self.prefix);
+        dict.keys()
+            .filter_map(|k| k.strip_prefix(start.as_str()))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The file the weights come from (for messages).
+    pub fn source(&self) -> PathBuf {
+        self.dict.borrow().source.clone()
+    }
+}
