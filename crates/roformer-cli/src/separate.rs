@@ -263,7 +263,7 @@ impl Job<'_> {
             bar.set_length(p.chunks_total as u64);
             bar.set_position(p.chunks_done as u64);
         };
-        let separated = separate_track(
+        let mut separated = separate_track(
             &self.model.network,
             &audio.channels,
             &self.options,
@@ -274,9 +274,10 @@ impl Job<'_> {
 
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create output folder {}", dir.display()))?;
-        for target in pending.iter() {
+        // Instrumental (listed last) first: it reads a stem that is then moved out, not copied.
+        for target in pending.iter().rev() {
             let channels = match stems.iter().position(|s| s == *target) {
-                Some(i) => separated[i].clone(),
+                Some(i) => std::mem::take(&mut separated[i]),
                 None => {
                     let of = instrumental_of.unwrap_or(0);
                     audio

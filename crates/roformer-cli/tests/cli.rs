@@ -59,41 +59,45 @@ fn snr_db(reference: &[f32], ours: &[f32]) -> f64 {
     10.0 * (s / n.max(1e-30)).log10()
 }
 
-/// Separates a fixture's mixture with the CLI and compares every stem with MSST's result.
-fn check_separation(name: &str, extra: &[&str]) {
-    let dir = model_dir(name);
+/// Separates `dir/mixture.wav` with `dir/model.ckpt` and `dir/config.yaml` into float WAVs.
+fn separate_fixture(dir: &Path, extra: &[&str]) -> tempfile::TempDir {
     let out = tempfile::tempdir().unwrap();
-    let mut args = vec![
-        "separate".to_string(),
-        p(&dir.join("mixture.wav")).to_string(),
-    ];
-    args.extend(
-        [
-            "--model",
-            p(&dir.join("model.ckpt")),
-            "--config",
-            p(&dir.join("config.yaml")),
-            "-o",
-            p(out.path()),
-            "--pcm",
-            "f32",
-            "-q",
-        ]
-        .iter()
-        .map(|s| s.to_string()),
+    let (mix, model, config) = (
+        dir.join("mixture.wav"),
+        dir.join("model.ckpt"),
+        dir.join("config.yaml"),
     );
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = roformer(&argv);
-    assert!(o.status.success(), "{name}: {}", stderr(&o));
+    let mut args = vec![
+        "separate",
+        p(&mix),
+        "--model",
+        p(&model),
+        "--config",
+        p(&config),
+    ];
+    args.extend(["-o", p(out.path()), "--pcm", "f32", "-q"]);
+    args.extend(extra);
+    let o = roformer(&args);
+    assert!(o.status.success(), "{}: {}", dir.display(), stderr(&o));
+    out
+}
 
+fn reference_tensor(reference: &roformer::weights::StateDict, key: &str) -> Vec<f32> {
+    reference
+        .get(key)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+/// Every stem (and the instrumental, when written) against MSST's `demix` result.
+fn assert_matches_reference(dir: &Path, out: &Path, label: &str) {
     let reference = load_state_dict(&dir.join("reference.safetensors")).unwrap();
     let separated = reference.get("separated").unwrap();
-    let instruments: Vec<String> = reference.metadata["instruments"]
-        .split(',')
-        .map(str::to_string)
-        .collect();
-    for (i, stem) in instruments.iter().enumerate() {
+    let mut pairs = Vec::new();
+    for (i, stem) in reference.metadata["instruments"].split(',').enumerate() {
         let theirs: Vec<f32> = separated
             .get(i)
             .unwrap()
@@ -101,24 +105,27 @@ fn check_separation(name: &str, extra: &[&str]) {
             .unwrap()
             .to_vec1()
             .unwrap();
-        let ours: Vec<f32> =
-            read_wav(&out.path().join("mixture").join(format!("{stem}.wav"))).concat();
-        let snr = snr_db(&theirs, &ours);
-        println!("{name} {extra:?} {stem}: {snr:.1} dB");
-        assert!(snr >= 60.0, "{name} {extra:?} {stem}: {snr:.1} dB");
+        pairs.push((stem.to_string(), theirs));
     }
-    if extra.contains(&"--instrumental") {
-        let theirs: Vec<f32> = reference
-            .get("separated_instrumental")
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let ours = read_wav(&out.path().join("mixture/instrumental.wav")).concat();
-        let snr = snr_db(&theirs, &ours);
-        assert!(snr >= 60.0, "{name} instrumental: {snr:.1} dB");
+    let instrumental = out.join("mixture/instrumental.wav");
+    if instrumental.exists() {
+        pairs.push((
+            "instrumental".into(),
+            reference_tensor(&reference, "separated_instrumental"),
+        ));
     }
+    for (stem, theirs) in pairs {
+        let ours = read_wav(&out.join("mixture").join(format!("{stem}.wav"))).concat();
+        let snr = snr_db(&theirs, &ours);
+        println!("{label} {stem}: {snr:.1} dB");
+        assert!(snr >= 60.0, "{label} {stem}: {snr:.1} dB");
+    }
+}
+
+fn check_separation(name: &str, extra: &[&str]) {
+    let dir = model_dir(name);
+    let out = separate_fixture(&dir, extra);
+    assert_matches_reference(&dir, out.path(), &format!("{name} {extra:?}"));
 }
 
 #[test]
@@ -130,7 +137,10 @@ fn stereo_two_stem_model_matches_msst_at_every_batch_size() {
 
 #[test]
 fn mono_single_stem_model_matches_msst_with_instrumental() {
-    check_separation("bs_mono_hop441", &["--instrumental"]);
+    let dir = model_dir("bs_mono_hop441");
+    let out = separate_fixture(&dir, &["--instrumental"]);
+    assert!(out.path().join("mixture/instrumental.wav").exists());
+    assert_matches_reference(&dir, out.path(), "mono --instrumental");
 }
 
 #[test]
@@ -348,4 +358,35 @@ fn inspect_describes_a_checkpoint() {
     assert!(text.contains("bands      62"), "{text}");
     assert!(text.contains("stems      2"), "{text}");
     assert!(text.contains("match the config"), "{text}");
+}
+
+/// Acceptance check with a real-size model, too big to commit: generate it with
+/// `tools/gen_fixtures.py --real-shape --depth 2 --seconds 30 --out DIR`, then run
+/// `ROFORMER_REAL_SHAPE_DIR=DIR cargo test --release -p roformer-cli -- --ignored real_shape`.
+#[test]
+#[ignore = "needs a generated real-shape model (see the doc comment)"]
+fn real_shape_model_matches_msst() {
+    let dir = PathBuf::from(
+        std::env::var("ROFORMER_REAL_SHAPE_DIR").expect("set ROFORMER_REAL_SHAPE_DIR"),
+    );
+    let out = separate_fixture(&dir, &[]);
+    assert_matches_reference(&dir, out.path(), "real shape");
+}
+
+#[test]
+fn checkpoint_that_asks_pickle_to_run_code_is_refused() {
+    let (_, config, mix) = tiny();
+    let evil = fixtures().join("weights/evil_os_system.pt");
+    let scratch = tempfile::tempdir().unwrap();
+    let out = scratch.path().join("out");
+    let mut args = vec!["separate", p(&mix)];
+    args.extend(base_args(&evil, &config, &out));
+    let o = roformer(&args);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("evil_os_system.pt") && err.contains("system"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing written");
 }

@@ -6,6 +6,7 @@ use candle_core::{Device, Module, Result as CResult, Tensor, D};
 use super::linear::Linear;
 use super::rms_norm::RmsNorm;
 use super::rope::Rope;
+use super::transformer::TransformerShape;
 use crate::error::Result;
 use crate::weights::WeightsView;
 
@@ -27,11 +28,15 @@ pub struct Attention {
 impl Attention {
     pub fn load(
         vb: &mut WeightsView<'_>,
-        dim: usize,
-        heads: usize,
-        dim_head: usize,
+        shape: &TransformerShape,
         device: &Device,
     ) -> Result<Self> {
+        let TransformerShape {
+            dim,
+            heads,
+            dim_head,
+            ..
+        } = *shape;
         let inner = heads * dim_head;
         Ok(Self {
             heads,
@@ -76,8 +81,7 @@ impl Module for Attention {
         // b n (qkv h d) -> qkv b h n d
         let qkv = self
             .to_qkv
-            .forward(&x)?
-            .reshape((b, n, 3, h, d))?
+            .forward_heads(&x, 3, h)?
             .permute((2, 0, 3, 1, 4))?
             .contiguous()?;
         let (cos, sin) = self.rope.tables(n, x.device())?;

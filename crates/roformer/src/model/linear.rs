@@ -31,6 +31,14 @@ impl Linear {
     pub fn dim_out(&self) -> usize {
         self.weight.dims()[0]
     }
+
+    /// Projects `[b, n, dim]` and splits the output into `[b, n, groups, heads, dim_head]`
+    /// (the `(qkv h d)` layout of the attention projections).
+    pub fn forward_heads(&self, x: &Tensor, groups: usize, heads: usize) -> CResult<Tensor> {
+        let (b, n, _) = x.dims3()?;
+        let dim_head = self.dim_out() / (groups * heads);
+        self.forward(x)?.reshape((b, n, groups, heads, dim_head))
+    }
 }
 
 impl Module for Linear {

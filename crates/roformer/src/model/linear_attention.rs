@@ -5,6 +5,7 @@ use candle_core::{Device, Module, Result as CResult, Tensor, D};
 
 use super::linear::Linear;
 use super::rms_norm::RmsNorm;
+use super::transformer::TransformerShape;
 use crate::error::Result;
 use crate::weights::WeightsView;
 
@@ -25,11 +26,15 @@ pub struct LinearAttention {
 impl LinearAttention {
     pub fn load(
         vb: &mut WeightsView<'_>,
-        dim: usize,
-        heads: usize,
-        dim_head: usize,
+        shape: &TransformerShape,
         device: &Device,
     ) -> Result<Self> {
+        let TransformerShape {
+            dim,
+            heads,
+            dim_head,
+            ..
+        } = *shape;
         let inner = heads * dim_head;
         let temperature = vb.take("temperature", &[heads, 1, 1])?.to_device(device)?;
         Ok(Self {
@@ -61,8 +66,7 @@ impl Module for LinearAttention {
         // b n (qkv h d) -> qkv b h d n
         let qkv = self
             .to_qkv
-            .forward(&x)?
-            .reshape((b, n, 3, h, d))?
+            .forward_heads(&x, 3, h)?
             .permute((2, 0, 3, 4, 1))?
             .contiguous()?;
         let q = l2norm(&qkv.get(0)?)?.broadcast_mul(&self.temperature_exp)?;

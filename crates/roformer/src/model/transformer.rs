@@ -60,20 +60,12 @@ impl Transformer {
             let mut layer = layers_vb.pp(k);
             let mut attn_vb = layer.pp("0");
             let mixer = match shape.kind {
-                AttentionKind::Rotary => Mixer::Rotary(Attention::load(
-                    &mut attn_vb,
-                    shape.dim,
-                    shape.heads,
-                    shape.dim_head,
-                    device,
-                )?),
-                AttentionKind::Linear => Mixer::Linear(LinearAttention::load(
-                    &mut attn_vb,
-                    shape.dim,
-                    shape.heads,
-                    shape.dim_head,
-                    device,
-                )?),
+                AttentionKind::Rotary => {
+                    Mixer::Rotary(Attention::load(&mut attn_vb, &shape, device)?)
+                }
+                AttentionKind::Linear => {
+                    Mixer::Linear(LinearAttention::load(&mut attn_vb, &shape, device)?)
+                }
             };
             let ff = FeedForward::load(&mut layer.pp("1"), shape.dim, device)?;
             layers.push((mixer, ff));
