@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use roformer::config::MsstConfig;
+use roformer::config::{Architecture, MsstConfig};
 use roformer::model::LoadedModel;
 use roformer::weights::{load_state_dict, StateDict};
 
@@ -43,13 +43,19 @@ pub fn run(args: InspectArgs) -> Result<()> {
         state.num_parameters() as f64 / 1e6
     );
     // What the key tree says, independent of any config.
-    let kind = if state.get("final_norm.gamma").is_some() {
-        "BS-RoFormer"
+    // BS-RoFormer has one final norm; Mel-Band RoFormer ends every transformer in a norm instead.
+    let (kind, norm_key) = if state.get("final_norm.gamma").is_some() {
+        ("BS-RoFormer", "final_norm.gamma")
+    } else if state.get("layers.0.0.norm.gamma").is_some() {
+        ("Mel-Band RoFormer", "layers.0.0.norm.gamma")
     } else {
-        "unknown (no final_norm: not an MSST BS-RoFormer)"
+        (
+            "unknown (neither an MSST BS- nor Mel-Band RoFormer key layout)",
+            "",
+        )
     };
     println!("Looks like   {kind}");
-    if let Some(d) = dims(&state, "final_norm.gamma") {
+    if let Some(d) = dims(&state, norm_key) {
         println!("  dim        {}", d[0]);
     }
     println!("  depth      {}", indices(&state, "layers."));
@@ -89,7 +95,8 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let m = &config.model;
     println!("Config       {}", config_path.display());
     println!(
-        "  model      BS-RoFormer dim {} depth {} heads {}x{} (time {}, freq {}, linear {})",
+        "  model      {} dim {} depth {} heads {}x{} (time {}, freq {}, linear {})",
+        m.architecture(),
         m.dim,
         m.depth,
         m.heads,
@@ -111,12 +118,17 @@ pub fn run(args: InspectArgs) -> Result<()> {
         m.stft_n_fft,
         m.stft_hop_length,
         m.stft_win_length,
-        m.freqs_per_bands.len(),
+        match m.architecture() {
+            Architecture::BsRoformer => m.freqs_per_bands().len(),
+            Architecture::MelBandRoformer => m.num_bands.unwrap_or(0),
+        },
         m.zero_dc
     );
     println!(
         "  masks      depth {}, mlp x{}, skip_connection {}",
-        m.mask_estimator_depth, m.mlp_expansion_factor, m.skip_connection
+        m.mask_depth(),
+        m.mlp_expansion_factor,
+        m.skip_connection
     );
     println!("  stems      {}", config.stem_names().join(", "));
     match LoadedModel::from_state_dict(config, state, &roformer::Device::Cpu) {

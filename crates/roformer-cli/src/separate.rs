@@ -8,7 +8,6 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use roformer::config::MsstConfig;
 use roformer::model::LoadedModel;
 use roformer::separate::{separate_track, DemixOptions, Progress};
 
@@ -42,9 +41,9 @@ pub struct SeparateArgs {
     /// Model weights: an MSST checkpoint (.ckpt/.pth) or .safetensors.
     #[arg(short, long)]
     pub model: PathBuf,
-    /// The model's MSST YAML config.
+    /// The model's MSST YAML config (not needed for a .safetensors made by `roformer convert`).
     #[arg(short, long)]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
     /// Output folder; each input gets a sub-folder named after it.
     #[arg(short, long, default_value = "separated")]
     pub output: PathBuf,
@@ -122,7 +121,11 @@ enum Outcome {
 pub fn run(args: SeparateArgs) -> Result<ExitCode> {
     configure_threads(args.threads)?;
     let format = output_format(args.format, args.pcm)?;
-    let mut config = MsstConfig::from_file(&args.config)?;
+    let device = roformer::device::open_device(&args.device)?;
+    let loaded = Instant::now();
+    let mut model = LoadedModel::open(&args.model, args.config.as_deref(), &device)
+        .with_context(|| format!("cannot load model {}", args.model.display()))?;
+    let config = &mut model.config;
     if let Some(c) = args.chunk_size {
         config.inference.chunk_size = Some(c);
     }
@@ -147,10 +150,6 @@ pub fn run(args: SeparateArgs) -> Result<ExitCode> {
             config.model.stft_n_fft
         );
     }
-    let device = roformer::device::open_device(&args.device)?;
-    let loaded = Instant::now();
-    let model = LoadedModel::load(config, &args.model, &device)
-        .with_context(|| format!("cannot load model {}", args.model.display()))?;
     if !args.quiet {
         eprintln!(
             "Model {} ({:.1} M parameters, stems: {}) on {} in {:.1}s",

@@ -60,8 +60,19 @@ pub struct ModelConfig {
     pub freq_transformer_depth: usize,
     #[serde(default)]
     pub linear_transformer_depth: usize,
-    #[serde(default = "default_freqs_per_bands")]
-    pub freqs_per_bands: Vec<usize>,
+    /// BS-RoFormer band widths (MSST's default when absent).
+    #[serde(default)]
+    pub freqs_per_bands: Option<Vec<usize>>,
+    /// Mel-Band RoFormer: the number of mel bands. Present without `freqs_per_bands`, it selects
+    /// the Mel-Band architecture.
+    #[serde(default)]
+    pub num_bands: Option<usize>,
+    /// Mel-Band RoFormer: the sample rate its mel filterbank is built for.
+    #[serde(default = "default_sample_rate")]
+    pub sample_rate: u32,
+    /// Mel-Band RoFormer: reconstruct exactly the input length (else `hop * (frames - 1)`).
+    #[serde(default)]
+    pub match_input_audio_length: bool,
     #[serde(default = "default_dim_head")]
     pub dim_head: usize,
     #[serde(default = "default_heads")]
@@ -77,8 +88,9 @@ pub struct ModelConfig {
     /// MSST zeroes the DC bin before the iSTFT unless told otherwise.
     #[serde(default = "yes")]
     pub zero_dc: bool,
-    #[serde(default = "two")]
-    pub mask_estimator_depth: usize,
+    /// Default 2 for BS-RoFormer, 1 for Mel-Band RoFormer (see [`ModelConfig::mask_depth`]).
+    #[serde(default)]
+    pub mask_estimator_depth: Option<usize>,
     #[serde(default = "default_mlp_expansion")]
     pub mlp_expansion_factor: usize,
     #[serde(default)]
@@ -103,9 +115,6 @@ fn two() -> usize {
 }
 fn yes() -> bool {
     true
-}
-fn default_freqs_per_bands() -> Vec<usize> {
-    DEFAULT_FREQS_PER_BANDS.to_vec()
 }
 fn default_dim_head() -> usize {
     64
@@ -163,7 +172,49 @@ impl Default for InferenceConfig {
     }
 }
 
+/// The network family a config describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// MSST `BSRoformer`: contiguous bands (`freqs_per_bands`).
+    BsRoformer,
+    /// MSST `MelBandRoformer`: overlapping mel bands (`num_bands`).
+    MelBandRoformer,
+}
+
+impl std::fmt::Display for Architecture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Architecture::BsRoformer => "BS-RoFormer",
+            Architecture::MelBandRoformer => "Mel-Band RoFormer",
+        })
+    }
+}
+
 impl ModelConfig {
+    pub fn architecture(&self) -> Architecture {
+        if self.num_bands.is_some() && self.freqs_per_bands.is_none() {
+            Architecture::MelBandRoformer
+        } else {
+            Architecture::BsRoformer
+        }
+    }
+
+    /// BS-RoFormer band widths in frequency bins.
+    pub fn freqs_per_bands(&self) -> Vec<usize> {
+        self.freqs_per_bands
+            .clone()
+            .unwrap_or_else(|| DEFAULT_FREQS_PER_BANDS.to_vec())
+    }
+
+    /// `mask_estimator_depth` with the default of the architecture.
+    pub fn mask_depth(&self) -> usize {
+        self.mask_estimator_depth
+            .unwrap_or(match self.architecture() {
+                Architecture::BsRoformer => 2,
+                Architecture::MelBandRoformer => 1,
+            })
+    }
+
     pub fn audio_channels(&self) -> usize {
         if self.stereo {
             2
@@ -177,10 +228,10 @@ impl ModelConfig {
         self.stft_n_fft / 2 + 1
     }
 
-    /// Width of each band's input vector: `[freq][channel][re, im]`.
+    /// Width of each BS band's input vector: `[freq][channel][re, im]`.
     pub fn band_input_dims(&self) -> Vec<usize> {
         let c = self.audio_channels();
-        self.freqs_per_bands.iter().map(|f| 2 * f * c).collect()
+        self.freqs_per_bands().iter().map(|f| 2 * f * c).collect()
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
@@ -193,7 +244,7 @@ impl ModelConfig {
             ("stft_n_fft", self.stft_n_fft),
             ("stft_hop_length", self.stft_hop_length),
             ("stft_win_length", self.stft_win_length),
-            ("mask_estimator_depth", self.mask_estimator_depth),
+            ("mask_estimator_depth", self.mask_depth()),
             ("mlp_expansion_factor", self.mlp_expansion_factor),
         ];
         for (name, v) in positive {
@@ -219,10 +270,17 @@ impl ModelConfig {
         if self.use_pope {
             return Err("model.use_pope: true (PoPE positions) is not supported yet".into());
         }
-        if self.freqs_per_bands.len() < 2 || self.freqs_per_bands.contains(&0) {
+        if self.architecture() == Architecture::MelBandRoformer {
+            return match self.num_bands {
+                Some(n) if n >= 2 => Ok(()),
+                _ => Err("model.num_bands must be at least 2".into()),
+            };
+        }
+        let bands = self.freqs_per_bands();
+        if bands.len() < 2 || bands.contains(&0) {
             return Err("model.freqs_per_bands needs at least two bands, none empty".into());
         }
-        let total: usize = self.freqs_per_bands.iter().sum();
+        let total: usize = bands.iter().sum();
         if total != self.num_freqs() {
             return Err(format!(
                 "model.freqs_per_bands sums to {total}, but stft_n_fft {} gives {} frequency bins",
@@ -334,7 +392,9 @@ inference:
     #[test]
     fn reads_python_tuples_and_msst_defaults() {
         let c = parse(MINIMAL).unwrap();
-        assert_eq!(c.model.freqs_per_bands, vec![512, 513]);
+        assert_eq!(c.model.freqs_per_bands(), vec![512, 513]);
+        assert_eq!(c.model.architecture(), Architecture::BsRoformer);
+        assert_eq!(c.model.mask_depth(), 2);
         assert_eq!(c.model.stft_hop_length, 441);
         // BSRoformer defaults from MSST's signature.
         assert_eq!(c.model.dim_head, 64);

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use roformer::config::MsstConfig;
 use roformer::dsp::Stft;
-use roformer::model::{bs_roformer::pack_spectrograms, LoadedModel};
+use roformer::model::{bs_roformer::pack_spectrograms, BsRoformer, LoadedModel, Network};
+use roformer::separate::Separator;
 use roformer::weights::load_state_dict;
 
 fn fixtures() -> PathBuf {
@@ -42,10 +42,20 @@ struct Fixture {
 
 fn load(name: &str) -> Fixture {
     let dir = fixtures().join("models").join(name);
-    let config = MsstConfig::from_file(&dir.join("config.yaml")).unwrap();
-    let model = LoadedModel::load(config, &dir.join("model.ckpt"), &Device::Cpu).unwrap();
+    let model = LoadedModel::open(
+        &dir.join("model.ckpt"),
+        Some(&dir.join("config.yaml")),
+        &Device::Cpu,
+    )
+    .unwrap();
     let reference = load_state_dict(&dir.join("reference.safetensors")).unwrap();
     Fixture { model, reference }
+}
+
+fn bs(f: &Fixture) -> &BsRoformer {
+    match &f.model.network {
+        Network::Bs(m) => m,
+    }
 }
 
 fn reference(f: &Fixture, key: &str) -> Tensor {
@@ -83,7 +93,7 @@ fn masks_on_a_fixed_spectrogram_match_pytorch() {
         let x = reference(&f, "stft_input").permute((0, 2, 1, 3)).unwrap();
         let (b, t, fs, c) = x.dims4().unwrap();
         let x = x.reshape((b, t, fs * c)).unwrap();
-        let ours = f.model.network.masks(&x).unwrap();
+        let ours = bs(&f).masks(&x).unwrap();
         // reference [1, n, (f s), t, 2] -> [1, n, t, (f s 2)]
         let theirs = reference(&f, "masks").permute((0, 1, 3, 2, 4)).unwrap();
         assert_eq!(

@@ -81,7 +81,7 @@ impl BsRoformer {
         let mlp = MlpShape {
             dim: cfg.dim,
             hidden: cfg.dim * cfg.mlp_expansion_factor,
-            linears: cfg.mask_estimator_depth,
+            linears: cfg.mask_depth(),
         };
         let mut estimators_vb = vb.pp("mask_estimators");
         let mask_estimators = (0..cfg.num_stems)

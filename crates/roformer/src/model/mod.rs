@@ -18,23 +18,80 @@ use std::path::Path;
 
 use candle_core::Device;
 
-use crate::config::MsstConfig;
-use crate::error::Result;
+use crate::config::{Architecture, MsstConfig};
+use crate::error::{Error, Result};
+use crate::separate::Separator;
 use crate::weights::{load_state_dict, StateDict};
+
+/// Safetensors metadata key under which `roformer convert` stores the MSST YAML config.
+pub const CONFIG_METADATA_KEY: &str = "msst_config";
+
+/// The networks we can run, chosen from the config.
+#[derive(Debug, Clone)]
+pub enum Network {
+    Bs(BsRoformer),
+}
+
+impl Network {
+    fn load(config: &MsstConfig, state: &mut StateDict, device: &Device) -> Result<Self> {
+        let mut root = state.root();
+        match config.model.architecture() {
+            Architecture::BsRoformer => Ok(Network::Bs(BsRoformer::load(
+                &config.model,
+                &mut root,
+                device,
+            )?)),
+            Architecture::MelBandRoformer => Err(Error::Unsupported(
+                "Mel-Band RoFormer models are not supported yet".into(),
+            )),
+        }
+    }
+}
+
+impl Separator for Network {
+    fn channels(&self) -> usize {
+        match self {
+            Network::Bs(m) => m.channels(),
+        }
+    }
+    fn num_stems(&self) -> usize {
+        match self {
+            Network::Bs(m) => m.num_stems(),
+        }
+    }
+    fn separate_batch(&self, audio: &[f32], batch: usize, len: usize) -> Result<Vec<f32>> {
+        match self {
+            Network::Bs(m) => m.separate_batch(audio, batch, len),
+        }
+    }
+}
 
 /// A network with its config, ready to separate.
 #[derive(Debug, Clone)]
 pub struct LoadedModel {
     pub config: MsstConfig,
-    pub network: BsRoformer,
+    pub network: Network,
     /// Scalars in the checkpoint's tensors.
     pub parameters: usize,
 }
 
 impl LoadedModel {
     /// Reads a checkpoint and builds the network its config describes; every tensor must be used.
-    pub fn load(config: MsstConfig, weights: &Path, device: &Device) -> Result<Self> {
+    /// Without a config file, the config stored in the checkpoint's metadata is used.
+    pub fn open(weights: &Path, config: Option<&Path>, device: &Device) -> Result<Self> {
         let state = load_state_dict(weights)?;
+        let config = match config {
+            Some(path) => MsstConfig::from_file(path)?,
+            None => match state.metadata.get(CONFIG_METADATA_KEY) {
+                Some(text) => MsstConfig::from_yaml(text, weights)?,
+                None => {
+                    return Err(Error::Unsupported(format!(
+                        "{} carries no config: pass the model's YAML config with --config",
+                        weights.display()
+                    )))
+                }
+            },
+        };
         Self::from_state_dict(config, state, device)
     }
 
@@ -44,7 +101,7 @@ impl LoadedModel {
         device: &Device,
     ) -> Result<Self> {
         let parameters = state.num_parameters();
-        let network = BsRoformer::load(&config.model, &mut state.root(), device)?;
+        let network = Network::load(&config, &mut state, device)?;
         state.finish()?;
         Ok(Self {
             config,

@@ -14,18 +14,6 @@ pub trait Separator: Sync {
     fn separate_batch(&self, audio: &[f32], batch: usize, len: usize) -> Result<Vec<f32>>;
 }
 
-impl Separator for crate::model::BsRoformer {
-    fn channels(&self) -> usize {
-        crate::model::BsRoformer::channels(self)
-    }
-    fn num_stems(&self) -> usize {
-        crate::model::BsRoformer::num_stems(self)
-    }
-    fn separate_batch(&self, audio: &[f32], batch: usize, len: usize) -> Result<Vec<f32>> {
-        crate::model::BsRoformer::separate_batch(self, audio, batch, len)
-    }
-}
-
 /// MSST `inference.normalize`: statistics of the mono mix, applied to every channel.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Normalization {
