@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Reference-fixture generator for the Rust BS-RoFormer port.
+"""Reference-fixture generator for the Rust BS-RoFormer / Mel-Band RoFormer port.
 
 The truth is ZFTurbo's Music-Source-Separation-Training (MSST) code itself:
-this script imports MSST's `BSRoformer` and `demix` (never re-implements them),
-builds small randomised models from MSST-style YAML configs, and records what
-MSST computes for them.
+this script imports MSST's `BSRoformer`, `MelBandRoformer` and `demix` (never
+re-implements them), builds small randomised models from MSST-style YAML
+configs, and records what MSST computes for them.
 
 Default mode writes the committed fixtures to tests/fixtures/models/:
 
@@ -13,6 +13,7 @@ Default mode writes the committed fixtures to tests/fixtures/models/:
 Acceptance mode (not committed; big files, writes to --out only):
 
     python tools/gen_fixtures.py --msst ... --real-shape --depth 1 --seconds 3 --out /tmp/rs-smoke
+    python tools/gen_fixtures.py --msst ... --real-shape-mel --depth 1 --seconds 3 --out /tmp/mel-smoke
 
 Everything runs float32 on CPU with 2 threads and fixed seeds; two runs give
 byte-identical files.
@@ -55,6 +56,12 @@ def import_msst(msst_dir):
     except Exception:
         commit = "unknown"
     return bsr, mu, commit
+
+
+def import_msst_mel():
+    """MSST's mel_band_roformer module (after import_msst put MSST on sys.path)."""
+    import models.bs_roformer.mel_band_roformer as mbr  # noqa: E402
+    return mbr
 
 
 # --------------------------------------------------------------------------
@@ -179,14 +186,37 @@ def make_config(*, dim, depth, stereo, num_stems, hop, n_fft=2048, win=2048,
     }
 
 
+def make_mel_config(*, num_bands, sample_rate=SR, match_input_audio_length=None,
+                    omit_mask_estimator_depth=False, **kw):
+    """A MelBandRoformer config: make_config's, with `num_bands` (and the mel filterbank's
+    `sample_rate`) in place of `freqs_per_bands`, keys in the order of MSST's Mel configs."""
+    cfg = make_config(freqs_per_bands=(), **kw)
+    model = {}
+    for k, v in cfg["model"].items():
+        if k == "freqs_per_bands":
+            model["num_bands"] = num_bands
+        elif k == "mask_estimator_depth" and omit_mask_estimator_depth:
+            continue   # MSST's MelBandRoformer default (1) applies
+        else:
+            model[k] = v
+        if k == "dim_freqs_in":
+            model["sample_rate"] = sample_rate
+    if match_input_audio_length is not None:
+        model["match_input_audio_length"] = match_input_audio_length
+    cfg["model"] = model
+    return cfg
+
+
 # --------------------------------------------------------------------------
 # model randomisation
 # --------------------------------------------------------------------------
 
-def build_model(bsr, config, seed):
+def build_model(bsr, config, seed, cls=None):
+    """`bsr` is the model's module (bs_roformer or mel_band_roformer), `cls` its model class."""
     import torch
     torch.manual_seed(seed)
-    model = bsr.BSRoformer(**dict(config.model))   # as MSST get_model_from_config
+    cls = cls or bsr.BSRoformer
+    model = cls(**dict(config.model))   # as MSST get_model_from_config
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for mod in model.modules():
@@ -345,6 +375,87 @@ def replica_forward(bsr, model, raw_audio):
     return stft_input, masks, recon
 
 
+def replica_forward_mel(mbr, model, raw_audio):
+    """Mirror of MelBandRoformer.forward (eval, no checkpointing, all stems).
+
+    Returns (stft_input [b, f*s, t, 2],
+             band_masks [b, n, t, sum(band widths)]: the mask estimators' output before the
+                 overlapping bands are averaged, ordered [band][freq][ch][re, im],
+             masks [b, n, f*s, t, 2]: the averaged masks multiplied with the mixture,
+             recon: what the model returns).
+    """
+    import torch
+    from einops import rearrange, pack, unpack, repeat
+
+    device = raw_audio.device
+    if raw_audio.ndim == 2:
+        raw_audio = rearrange(raw_audio, 'b t -> b 1 t')
+    batch, channels, raw_audio_length = raw_audio.shape
+    istft_length = raw_audio_length if model.match_input_audio_length else None
+
+    raw_audio, packed_shape = mbr.pack_one(raw_audio, '* t')
+    stft_window = model.stft_window_fn(device=device)
+    stft_repr = torch.stft(raw_audio, **model.stft_kwargs, window=stft_window, return_complex=True)
+    stft_repr = torch.view_as_real(stft_repr)
+    stft_repr = mbr.unpack_one(stft_repr, packed_shape, '* f t c')
+    stft_repr = rearrange(stft_repr, 'b s f t c -> b (f s) t c')
+    stft_input = stft_repr
+
+    batch_arange = torch.arange(batch, device=device)[..., None]
+    x = stft_repr[batch_arange, model.freq_indices]
+    x = rearrange(x, 'b f t c -> b t (f c)')
+    x = model.band_split(x)
+
+    store = [None] * len(model.layers)
+    for i, block in enumerate(model.layers):
+        if len(block) == 3:
+            linear_transformer, time_transformer, freq_transformer = block
+            x, ft_ps = pack([x], 'b * d')
+            x = linear_transformer(x)
+            x, = unpack(x, ft_ps, 'b * d')
+        else:
+            time_transformer, freq_transformer = block
+
+        if model.skip_connection:
+            for j in range(i):
+                x = x + store[j]
+
+        x = rearrange(x, 'b t f d -> b f t d')
+        x, ps = pack([x], '* t d')
+        x = time_transformer(x)
+        x, = unpack(x, ps, '* t d')
+        x = rearrange(x, 'b f t d -> b t f d')
+        x, ps = pack([x], '* f d')
+        x = freq_transformer(x)
+        x, = unpack(x, ps, '* f d')
+
+        if model.skip_connection:
+            store[i] = x
+
+    band_masks = torch.stack([fn(x) for fn in model.mask_estimators], dim=1)  # b n t (f c)
+    num_stems = band_masks.shape[1]
+
+    # rest of forward, to prove the replica is faithful
+    masks = rearrange(band_masks, 'b n t (f c) -> b n f t c', c=2)
+    spec = torch.view_as_complex(rearrange(stft_repr, 'b f t c -> b 1 f t c'))
+    masks = torch.view_as_complex(masks).type(spec.dtype)
+    scatter_indices = repeat(model.freq_indices, 'f -> b n f t', b=batch, n=num_stems, t=spec.shape[-1])
+    spec_stems = repeat(spec, 'b 1 ... -> b n ...', n=num_stems)
+    masks_summed = torch.zeros_like(spec_stems).scatter_add_(2, scatter_indices, masks)
+    denom = repeat(model.num_bands_per_freq, 'f -> (f r) 1', r=channels)
+    masks_averaged = masks_summed / denom.clamp(min=1e-8)
+    spec = spec * masks_averaged
+    spec = rearrange(spec, 'b n (f s) t -> (b n s) f t', s=model.audio_channels)
+    if model.zero_dc:
+        spec = spec.index_fill(1, torch.tensor(0, device=device), 0.)
+    recon = torch.istft(spec, **model.stft_kwargs, window=stft_window, return_complex=False,
+                        length=istft_length)
+    recon = rearrange(recon, '(b n s) t -> b n s t', b=batch, s=model.audio_channels, n=num_stems)
+    if num_stems == 1:
+        recon = rearrange(recon, 'b 1 s t -> b s t')
+    return stft_input, band_masks, torch.view_as_real(masks_averaged), recon
+
+
 # --------------------------------------------------------------------------
 # fixture writers
 # --------------------------------------------------------------------------
@@ -387,18 +498,20 @@ def save_tensors(path, tensors, metadata=None):
             assert np.array_equal(f.get_tensor(k), arrays[k]), k
 
 
-def run_demix(mu, config, model, mix):
+def run_demix(mu, config, model, mix, model_type="bs_roformer"):
     """MSST demix with inference.batch_size = 1; returns ([n_instr, C, N], names)."""
     import numpy as np
     import torch
     config.inference.batch_size = 1
-    res = mu.demix(config, model, mix, device=torch.device("cpu"), model_type="bs_roformer", pbar=False)
+    res = mu.demix(config, model, mix, device=torch.device("cpu"), model_type=model_type, pbar=False)
     names = list(mu.prefer_target_instrument(config))
     sep = np.stack([res[k] for k in names]).astype(np.float32)
     return sep, names
 
 
-def gen_model_fixture(bsr, mu, commit, out_root, name, cfg_dict, seed, seconds, real_shape=False):
+def gen_model_fixture(bsr, mu, commit, out_root, name, cfg_dict, seed, seconds, real_shape=False,
+                      mbr=None):
+    """`mbr` given: a MelBandRoformer fixture (bsr is unused then)."""
     import numpy as np
     import torch
 
@@ -413,7 +526,10 @@ def gen_model_fixture(bsr, mu, commit, out_root, name, cfg_dict, seed, seconds, 
             got = config[sec][k]
             assert got == v and type(got) is type(v), (sec, k, got, v)
 
-    model = build_model(bsr, config, seed)
+    if mbr is not None:
+        model = build_model(mbr, config, seed, cls=mbr.MelBandRoformer)
+    else:
+        model = build_model(bsr, config, seed)
     torch.save(model.state_dict(), out / "model.ckpt")
     # reload as MSST inference does (load_state_dict from the file)
     model.load_state_dict(torch.load(out / "model.ckpt", map_location="cpu", weights_only=True))
@@ -431,13 +547,22 @@ def gen_model_fixture(bsr, mu, commit, out_root, name, cfg_dict, seed, seconds, 
         chunk = torch.from_numpy(mix[None, :, CHUNK_START:CHUNK_START + CHUNK_LEN].copy())
         with torch.no_grad():
             chunk_output = model(chunk)
-            stft_input, masks, recon = replica_forward(bsr, model, chunk)
+            if mbr is not None:
+                stft_input, band_masks, masks, recon = replica_forward_mel(mbr, model, chunk)
+                tensors["band_masks"] = band_masks
+                tensors["freq_indices"] = model.freq_indices.to(torch.float32)
+                if chunk_output.ndim == 3:   # a 1-stem Mel model returns b s t
+                    chunk_output = chunk_output[:, None]
+                    recon = recon[:, None]
+            else:
+                stft_input, masks, recon = replica_forward(bsr, model, chunk)
         assert torch.equal(recon, chunk_output), "replica forward differs from model forward"
         tensors.update(chunk_input=chunk, stft_input=stft_input, masks=masks,
                        chunk_output=chunk_output)
 
     t0 = time.perf_counter()
-    sep, names = run_demix(mu, config, model, mix)
+    sep, names = run_demix(mu, config, model, mix,
+                           "mel_band_roformer" if mbr is not None else "bs_roformer")
     demix_s = time.perf_counter() - t0
     tensors["separated"] = sep
     if not real_shape and config.training.target_instrument:
@@ -485,6 +610,52 @@ def gen_stft_fixture(out_root, seed=1234):
     return out
 
 
+MEL_BAND_CASES = [   # (sample_rate, n_fft, n_mels)
+    (44100, 2048, 60), (44100, 2048, 128), (44100, 4096, 60), (48000, 2048, 60),
+    (32000, 1024, 40), (44100, 2048, 12), (44100, 2048, 10), (22050, 512, 24),
+]
+
+
+def mel_band_layout(sr, n_fft, n_mels):
+    """Exactly MelBandRoformer.__init__'s band layout (mono freq_indices, band sizes)."""
+    import torch
+    from einops import repeat, reduce
+    from librosa import filters
+    fb = torch.from_numpy(filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels))
+    raw = fb.clone()
+    fb[0][0] = 1.
+    fb[-1, -1] = 1.
+    freqs_per_band = fb > 0
+    assert freqs_per_band.any(dim=0).all()
+    freqs = n_fft // 2 + 1
+    freq_indices = repeat(torch.arange(freqs), 'f -> b f', b=n_mels)[freqs_per_band]
+    return (raw, freq_indices, reduce(freqs_per_band, 'b f -> b', 'sum'),
+            reduce(freqs_per_band, 'b f -> f', 'sum'))
+
+
+def gen_mel_bands_fixture(out_root):
+    """Band membership from librosa's filterbank for several (sr, n_fft, n_mels): mono
+    freq_indices, bins per band and bands per bin (as float32 integers), and the raw filterbank
+    values of one case."""
+    import torch
+    out = Path(out_root) / "mel_bands"
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for sr, n_fft, n_mels in MEL_BAND_CASES:
+        raw, freq_indices, per_band, per_freq = mel_band_layout(sr, n_fft, n_mels)
+        key = f"sr{sr}_nfft{n_fft}_mels{n_mels}"
+        tensors[f"{key}.freq_indices"] = freq_indices.to(torch.float32)
+        tensors[f"{key}.num_freqs_per_band"] = per_band.to(torch.float32)
+        tensors[f"{key}.num_bands_per_freq"] = per_freq.to(torch.float32)
+        if (sr, n_fft, n_mels) == (32000, 1024, 40):
+            tensors[f"{key}.filterbank"] = raw
+    import librosa
+    save_tensors(out / "reference.safetensors", tensors,
+                 {"cases": ";".join(f"{a},{b},{c}" for a, b, c in MEL_BAND_CASES),
+                  "librosa": librosa.__version__})
+    return out
+
+
 # --------------------------------------------------------------------------
 # fixture definitions
 # --------------------------------------------------------------------------
@@ -510,6 +681,36 @@ def fixture_specs(bsr):
             skip_connection=True, zero_dc=True, instruments=["bass", "drums", "other", "vocals"],
             target_instrument=None, chunk_size=17640, num_overlap=2, batch_size=2)),
     ]
+
+
+def mel_fixture_specs():
+    return [
+        # stereo, one target stem (+ instrumental), linear transformer, mask depth 2 = 3 Linears,
+        # hop 441 with a chunk that is a multiple of it (as every published config)
+        ("mel_tiny_stereo", 400, 0.8, make_mel_config(
+            num_bands=12, dim=16, depth=1, stereo=True, num_stems=1, hop=441, linear_depth=1,
+            dim_head=8, heads=2, flash_attn=True, mask_estimator_depth=2, mlp_expansion_factor=1,
+            skip_connection=False, zero_dc=True, instruments=["vocals", "other"],
+            target_instrument="vocals", chunk_size=441 * 40, num_overlap=2, batch_size=2)),
+        # mono, two stems, mask_estimator_depth left to MSST's Mel default (1 = 2 Linears),
+        # skip connections, no zero_dc, match_input_audio_length with a chunk (16000) that is not
+        # a multiple of the hop
+        ("mel_tiny_mono", 500, 1.0, make_mel_config(
+            num_bands=10, match_input_audio_length=True, omit_mask_estimator_depth=True,
+            dim=8, depth=2, stereo=False, num_stems=2, hop=512,
+            dim_head=8, heads=2, flash_attn=False, mask_estimator_depth=1, mlp_expansion_factor=1,
+            skip_connection=True, zero_dc=False, instruments=["vocals", "other"],
+            target_instrument=None, chunk_size=16000, num_overlap=4, batch_size=2)),
+    ]
+
+
+def real_shape_mel_config(depth, overlap):
+    """viperx's vocals Mel-Band RoFormer (model_mel_band_roformer_ep_3005_sdr_11.4360)."""
+    return make_mel_config(
+        num_bands=60, dim=384, depth=depth, stereo=True, num_stems=1, hop=441,
+        dim_head=64, heads=8, flash_attn=True, mask_estimator_depth=2, mlp_expansion_factor=4,
+        skip_connection=False, zero_dc=True, instruments=["vocals", "other"],
+        target_instrument="vocals", chunk_size=352800, num_overlap=overlap, batch_size=4)
 
 
 def real_shape_config(bsr, depth, overlap):
@@ -539,9 +740,13 @@ def main():
     ap.add_argument("--out", default=None,
                     help=f"output folder (default {DEFAULT_OUT}; required with --real-shape)")
     ap.add_argument("--only", action="append", default=None,
-                    help="generate only this fixture (repeatable): a model fixture name or 'stft'")
+                    help="generate only this fixture (repeatable): a model fixture name, 'stft' or "
+                         "'mel_bands'")
     ap.add_argument("--real-shape", action="store_true",
                     help="vocals-model shape (viperx ep_317) with random weights, for acceptance runs")
+    ap.add_argument("--real-shape-mel", action="store_true",
+                    help="Mel-Band vocals-model shape (viperx ep_3005) with random weights, for "
+                         "acceptance runs")
     ap.add_argument("--depth", type=int, default=12, help="--real-shape: depth (default 12)")
     ap.add_argument("--seconds", type=float, default=30.0, help="--real-shape: mixture length")
     ap.add_argument("--overlap", type=int, default=2, help="--real-shape: num_overlap (default 2)")
@@ -553,13 +758,19 @@ def main():
     torch.set_num_threads(2)
     torch.set_default_dtype(torch.float32)
     bsr, mu, commit = import_msst(args.msst)
+    mbr = import_msst_mel()
 
-    if args.real_shape:
+    if args.real_shape or args.real_shape_mel:
         if not args.out:
             sys.exit("error: --real-shape needs --out (keep big files out of the repository)")
-        cfg = real_shape_config(bsr, args.depth, args.overlap)
-        out, demix_s = gen_model_fixture(bsr, mu, commit, args.out, None, cfg, seed=900,
-                                         seconds=args.seconds, real_shape=True)
+        if args.real_shape_mel:
+            cfg = real_shape_mel_config(args.depth, args.overlap)
+            out, demix_s = gen_model_fixture(bsr, mu, commit, args.out, None, cfg, seed=950,
+                                             seconds=args.seconds, real_shape=True, mbr=mbr)
+        else:
+            cfg = real_shape_config(bsr, args.depth, args.overlap)
+            out, demix_s = gen_model_fixture(bsr, mu, commit, args.out, None, cfg, seed=900,
+                                             seconds=args.seconds, real_shape=True)
         rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         summarize(out)
         print(f"demix wall time: {demix_s:.2f} s  (depth {args.depth}, {args.seconds} s audio, "
@@ -574,6 +785,13 @@ def main():
             continue
         out, _ = gen_model_fixture(bsr, mu, commit, out_root, name, cfg, seed, seconds)
         grand += summarize(out)
+    for name, seed, seconds, cfg in mel_fixture_specs():
+        if args.only and name not in args.only:
+            continue
+        out, _ = gen_model_fixture(bsr, mu, commit, out_root, name, cfg, seed, seconds, mbr=mbr)
+        grand += summarize(out)
+    if not args.only or "mel_bands" in args.only:
+        grand += summarize(gen_mel_bands_fixture(out_root))
     if not args.only or "stft" in args.only:
         grand += summarize(gen_stft_fixture(out_root))
     print(f"all fixtures: {grand:,d} B")

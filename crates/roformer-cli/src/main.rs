@@ -1,6 +1,7 @@
 //! `roformer`: separate songs into stems with BS-RoFormer models (MSST checkpoints and configs).
 
 mod audio;
+mod convert;
 mod inputs;
 mod inspect;
 mod separate;
@@ -22,6 +23,8 @@ enum Command {
     Separate(separate::SeparateArgs),
     /// Describe a checkpoint (and, with --config, check that it fits the config).
     Inspect(inspect::InspectArgs),
+    /// Write one .safetensors file holding the weights and the YAML config (PyTorch-loadable).
+    Convert(convert::ConvertArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Separate(args) => separate::run(args),
         Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Convert(args) => convert::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -1,4 +1,5 @@
-//! `roformer separate`: decode, resample, separate with progress, write stems atomically.
+//! `roformer separate`: decode, resample, separate with progress (one or several models, with
+//! optional test-time augmentation), combine the models' stems, write stems atomically.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use roformer::model::LoadedModel;
-use roformer::separate::{separate_track, DemixOptions, Progress};
+use roformer::separate::{
+    ensemble, separate_track_with_tta, DemixOptions, EnsembleAlgorithm, Progress,
+};
 
 use crate::audio::{
     decode_file, resample, to_channels, write_audio_atomic, Audio, FlacDepth, OutputFormat,
@@ -38,12 +41,24 @@ pub struct SeparateArgs {
     /// Audio files, or folders searched recursively for audio files.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-    /// Model weights: an MSST checkpoint (.ckpt/.pth) or .safetensors.
-    #[arg(short, long)]
-    pub model: PathBuf,
+    /// Model weights: an MSST checkpoint (.ckpt/.pth) or .safetensors. Repeat for an ensemble:
+    /// stems with the same name are combined with --ensemble.
+    #[arg(short, long, required = true)]
+    pub model: Vec<PathBuf>,
     /// The model's MSST YAML config (not needed for a .safetensors made by `roformer convert`).
+    /// With several models: one per --model, in the same order, or none at all.
     #[arg(short, long)]
-    pub config: Option<PathBuf>,
+    pub config: Vec<PathBuf>,
+    /// How several models' stems are combined (MSST ensemble.py types).
+    #[arg(long, default_value = "avg_wave", value_parser = parse_algorithm)]
+    pub ensemble: EnsembleAlgorithm,
+    /// Ensemble weights, one per --model, comma-separated (used by avg_wave and avg_fft).
+    #[arg(long, value_delimiter = ',')]
+    pub weights: Option<Vec<f64>>,
+    /// Test-time augmentation (MSST --use_tta): also separate the channel-swapped and the
+    /// polarity-inverted track and average the three results (3x slower).
+    #[arg(long)]
+    pub tta: bool,
     /// Output folder; each input gets a sub-folder named after it.
     #[arg(short, long, default_value = "separated")]
     pub output: PathBuf,
@@ -79,6 +94,10 @@ pub struct SeparateArgs {
     pub threads: Option<usize>,
 }
 
+fn parse_algorithm(s: &str) -> Result<EnsembleAlgorithm, String> {
+    s.parse().map_err(|e| format!("{e}"))
+}
+
 fn output_format(format: FileFormat, pcm: Pcm) -> Result<OutputFormat> {
     Ok(match (format, pcm) {
         (FileFormat::Wav, Pcm::Int16) => OutputFormat::Wav(PcmFormat::Int16),
@@ -106,9 +125,20 @@ pub fn configure_threads(threads: Option<usize>) -> Result<()> {
     Ok(())
 }
 
-struct Job<'a> {
-    model: &'a LoadedModel,
+/// One model of the run, with its chunking (its config's, overridden by the CLI flags).
+struct Member {
+    path: PathBuf,
+    model: LoadedModel,
     options: DemixOptions,
+    weight: f64,
+}
+
+struct Job<'a> {
+    members: &'a [Member],
+    /// Every stem some model writes, in order of first appearance.
+    stems: Vec<String>,
+    sample_rate: u32,
+    channels: usize,
     format: OutputFormat,
     args: &'a SeparateArgs,
 }
@@ -118,13 +148,17 @@ enum Outcome {
     Skipped,
 }
 
-pub fn run(args: SeparateArgs) -> Result<ExitCode> {
-    configure_threads(args.threads)?;
-    let format = output_format(args.format, args.pcm)?;
-    let device = roformer::device::open_device(&args.device)?;
+/// Loads one model and applies the CLI's chunking overrides.
+fn load_member(
+    args: &SeparateArgs,
+    index: usize,
+    device: &roformer::Device,
+    weight: f64,
+) -> Result<Member> {
+    let path = args.model[index].clone();
     let loaded = Instant::now();
-    let mut model = LoadedModel::open(&args.model, args.config.as_deref(), &device)
-        .with_context(|| format!("cannot load model {}", args.model.display()))?;
+    let mut model = LoadedModel::open(&path, args.config.get(index).map(PathBuf::as_path), device)
+        .with_context(|| format!("cannot load model {}", path.display()))?;
     let config = &mut model.config;
     if let Some(c) = args.chunk_size {
         config.inference.chunk_size = Some(c);
@@ -145,24 +179,114 @@ pub fn run(args: SeparateArgs) -> Result<ExitCode> {
     }
     if options.chunk_size < config.model.stft_n_fft || options.chunk_size < options.num_overlap {
         bail!(
-            "--chunk-size {} is too small (at least one STFT window, {} samples)",
+            "--chunk-size {} is too small for {} (at least one STFT window, {} samples)",
             options.chunk_size,
+            path.display(),
             config.model.stft_n_fft
         );
     }
     if !args.quiet {
+        let number = if args.model.len() > 1 {
+            format!(" {}/{}", index + 1, args.model.len())
+        } else {
+            String::new()
+        };
         eprintln!(
-            "Model {} ({:.1} M parameters, stems: {}) on {} in {:.1}s",
-            args.model.display(),
+            "Model{number} {} ({:.1} M parameters, stems: {}) on {} in {:.1}s",
+            path.display(),
             model.parameters as f64 / 1e6,
             model.config.stem_names().join(", "),
             args.device,
             loaded.elapsed().as_secs_f64()
         );
     }
-    let job = Job {
-        model: &model,
+    Ok(Member {
+        path,
+        model,
         options,
+        weight,
+    })
+}
+
+pub fn run(args: SeparateArgs) -> Result<ExitCode> {
+    configure_threads(args.threads)?;
+    let format = output_format(args.format, args.pcm)?;
+    let n = args.model.len();
+    if !args.config.is_empty() && args.config.len() != n {
+        bail!(
+            "{n} --model but {} --config: give one --config per --model, in the same order \
+             (or none, for .safetensors models that carry their config)",
+            args.config.len()
+        );
+    }
+    let weights = match &args.weights {
+        Some(w) if w.len() != n => {
+            bail!(
+                "{} --weights for {n} --model: give one weight per model",
+                w.len()
+            )
+        }
+        Some(w) if w.iter().any(|w| !w.is_finite() || *w < 0.0) || w.iter().sum::<f64>() <= 0.0 => {
+            bail!("--weights must be non-negative numbers, not all zero")
+        }
+        Some(w) => w.clone(),
+        None => vec![1.0; n],
+    };
+    let device = roformer::device::open_device(&args.device)?;
+    let members = (0..n)
+        .map(|i| load_member(&args, i, &device, weights[i]))
+        .collect::<Result<Vec<_>>>()?;
+
+    let first = &members[0];
+    let sample_rate = first.model.config.audio.sample_rate;
+    let channels = first.model.config.model.audio_channels();
+    for m in &members[1..] {
+        let cfg = &m.model.config;
+        if cfg.audio.sample_rate != sample_rate {
+            bail!(
+                "all models of an ensemble must have the same sample rate: {} has {} Hz, {} has {} Hz",
+                first.path.display(),
+                sample_rate,
+                m.path.display(),
+                cfg.audio.sample_rate
+            );
+        }
+        if cfg.model.audio_channels() != channels {
+            bail!(
+                "all models of an ensemble must take the same number of channels: {} takes {}, {} takes {}",
+                first.path.display(),
+                channels,
+                m.path.display(),
+                cfg.model.audio_channels()
+            );
+        }
+    }
+    let mut stems: Vec<String> = Vec::new();
+    for m in &members {
+        for s in m.model.config.stem_names() {
+            if !stems.contains(&s) {
+                stems.push(s);
+            }
+        }
+    }
+    if n > 1 && !args.quiet {
+        let weights = if args.ensemble.uses_weights() {
+            let w: Vec<String> = weights.iter().map(f64::to_string).collect();
+            format!(", weights {}", w.join(", "))
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "Ensemble of {n} models: {}{weights}; stems: {}",
+            args.ensemble,
+            stems.join(", ")
+        );
+    }
+    let job = Job {
+        members: &members,
+        stems,
+        sample_rate,
+        channels,
         format,
         args: &args,
     };
@@ -209,7 +333,6 @@ impl Job<'_> {
         label: &str,
         used_dirs: &mut HashSet<PathBuf>,
     ) -> Result<Outcome> {
-        let cfg = &self.model.config;
         let name = inputs::track_name(path)?;
         let dir = self.args.output.join(&name);
         if !used_dirs.insert(dir.clone()) {
@@ -218,7 +341,7 @@ impl Job<'_> {
                 dir.display()
             );
         }
-        let stems = cfg.stem_names();
+        let stems = &self.stems;
         // MSST --extract_instrumental: mixture minus vocals, or minus the first stem.
         let instrumental_of = (self.args.instrumental
             && !stems.iter().any(|s| s == "instrumental"))
@@ -242,7 +365,7 @@ impl Job<'_> {
         }
 
         let audio = decode_file(path)?;
-        let sample_rate = cfg.audio.sample_rate;
+        let sample_rate = self.sample_rate;
         let audio = if audio.sample_rate != sample_rate {
             self.notice(&format!(
                 "{label}: resampling {} Hz -> {} Hz",
@@ -252,24 +375,12 @@ impl Job<'_> {
         } else {
             audio
         };
-        let (audio, warning) = to_channels(audio, cfg.model.audio_channels());
+        let (audio, warning) = to_channels(audio, self.channels);
         if let Some(w) = warning {
             eprintln!("warning: {label}: {w}");
         }
 
-        let bar = self.progress_bar(label);
-        let mut on_progress = |p: Progress| {
-            bar.set_length(p.chunks_total as u64);
-            bar.set_position(p.chunks_done as u64);
-        };
-        let mut separated = separate_track(
-            &self.model.network,
-            &audio.channels,
-            &self.options,
-            cfg.inference.normalize,
-            &mut on_progress,
-        )?;
-        bar.finish_and_clear();
+        let mut separated = self.separate(&audio.channels, label)?;
 
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create output folder {}", dir.display()))?;
@@ -300,6 +411,54 @@ impl Job<'_> {
             dir.display()
         ));
         Ok(Outcome::Written)
+    }
+
+    /// Every model separates the track; stems several models write are combined.
+    /// Returns one entry per `self.stems`.
+    fn separate(&self, mix: &[Vec<f32>], label: &str) -> Result<Vec<Vec<Vec<f32>>>> {
+        let n = self.members.len();
+        let mut outputs = Vec::with_capacity(n);
+        for (i, m) in self.members.iter().enumerate() {
+            let bar = if n > 1 {
+                self.progress_bar(&format!("{label} [model {}/{n}]", i + 1))
+            } else {
+                self.progress_bar(label)
+            };
+            let mut on_progress = |p: Progress| {
+                bar.set_length(p.chunks_total as u64);
+                bar.set_position(p.chunks_done as u64);
+            };
+            let separated = separate_track_with_tta(
+                &m.model.network,
+                mix,
+                &m.options,
+                m.model.config.inference.normalize,
+                self.args.tta,
+                &mut on_progress,
+            )
+            .with_context(|| format!("model {}", m.path.display()))?;
+            bar.finish_and_clear();
+            let names = m.model.config.stem_names();
+            outputs.push(names.into_iter().zip(separated).collect::<Vec<_>>());
+        }
+        self.stems
+            .iter()
+            .map(|stem| {
+                let mut signals = Vec::new();
+                let mut weights = Vec::new();
+                for (m, out) in self.members.iter().zip(outputs.iter_mut()) {
+                    if let Some((_, s)) = out.iter_mut().find(|(name, _)| name == stem) {
+                        signals.push(std::mem::take(s));
+                        weights.push(m.weight);
+                    }
+                }
+                if signals.len() == 1 {
+                    return Ok(signals.pop().unwrap_or_default());
+                }
+                ensemble(&signals, Some(&weights), self.args.ensemble)
+                    .with_context(|| format!("cannot combine the models' {stem} stems"))
+            })
+            .collect()
     }
 
     fn progress_bar(&self, label: &str) -> ProgressBar {

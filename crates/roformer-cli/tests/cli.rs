@@ -390,3 +390,379 @@ fn checkpoint_that_asks_pickle_to_run_code_is_refused() {
     );
     assert!(!out.exists(), "nothing written");
 }
+
+/// All files under `dir`, relative, with their bytes.
+fn tree_bytes(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().to_path_buf();
+                files.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn converted_safetensors_separates_bit_identically_without_config() {
+    let (model, config, mix) = tiny();
+    let scratch = tempfile::tempdir().unwrap();
+    let st = scratch.path().join("tiny.safetensors");
+    let o = roformer(&["convert", p(&model), "--config", p(&config), "-o", p(&st)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("tiny.safetensors") && text.contains("tensors"),
+        "{text}"
+    );
+
+    // Same tensors under the same names, the config verbatim in the metadata.
+    let original = load_state_dict(&model).unwrap();
+    let converted = load_state_dict(&st).unwrap();
+    assert_eq!(
+        original.keys().collect::<Vec<_>>(),
+        converted.keys().collect::<Vec<_>>()
+    );
+    for (name, t) in &original.tensors {
+        let c = converted.get(name).unwrap();
+        assert_eq!((t.dtype(), t.dims()), (c.dtype(), c.dims()), "{name}");
+        let a: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = c.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        converted.metadata["msst_config"],
+        std::fs::read_to_string(&config).unwrap()
+    );
+    assert_eq!(converted.metadata["format"], "pt");
+    assert!(converted.metadata.contains_key("roformer_version"));
+
+    let run = |model_args: &[&str], out: &Path| {
+        let mut args = vec!["separate", p(&mix)];
+        args.extend(model_args);
+        args.extend(["-o", p(out), "--pcm", "f32", "-q"]);
+        let o = roformer(&args);
+        assert!(o.status.success(), "{model_args:?}: {}", stderr(&o));
+    };
+    let from_ckpt = scratch.path().join("from_ckpt");
+    let from_st = scratch.path().join("from_st");
+    run(&["--model", p(&model), "--config", p(&config)], &from_ckpt);
+    run(&["--model", p(&st)], &from_st);
+    let (a, b) = (tree_bytes(&from_ckpt), tree_bytes(&from_st));
+    assert!(!a.is_empty());
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    assert!(a == b, "the outputs differ");
+
+    // Existing output: refused without --overwrite, replaced with it.
+    let o = roformer(&["convert", p(&model), "--config", p(&config), "-o", p(&st)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--overwrite"), "{}", stderr(&o));
+
+    // Re-embedding: a converted file converts again without --config, same tensors and config.
+    let again = scratch.path().join("again.safetensors");
+    let o = roformer(&["convert", p(&st), "-o", p(&again)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&st).unwrap());
+    let o = roformer(&["convert", p(&st), "-o", p(&st), "--overwrite"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&st).unwrap());
+    assert_no_partial_files(scratch.path());
+}
+
+#[test]
+fn convert_with_a_config_that_does_not_fit_writes_nothing() {
+    let (model, _, _) = tiny();
+    let other = model_dir("bs_4stem_linear_skip").join("config.yaml");
+    let scratch = tempfile::tempdir().unwrap();
+    let st = scratch.path().join("bad.safetensors");
+    let o = roformer(&["convert", p(&model), "--config", p(&other), "-o", p(&st)]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("do not fit") && err.contains("nothing written"),
+        "{err}"
+    );
+    assert!(err.contains("shape") || err.contains("missing"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn safetensors_without_embedded_config_needs_config() {
+    let (model, config, mix) = tiny();
+    let scratch = tempfile::tempdir().unwrap();
+    let bare = scratch.path().join("bare.safetensors");
+    let state = load_state_dict(&model).unwrap();
+    roformer::weights::save_safetensors(&state.tensors, &Default::default(), &bare).unwrap();
+
+    let out = scratch.path().join("out");
+    let o = roformer(&[
+        "separate",
+        p(&mix),
+        "--model",
+        p(&bare),
+        "-o",
+        p(&out),
+        "-q",
+    ]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("bare.safetensors") && err.contains("--config"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing written");
+
+    let o = roformer(&[
+        "convert",
+        p(&bare),
+        "-o",
+        p(&scratch.path().join("x.safetensors")),
+    ]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("carries no config") && err.contains("--config"),
+        "{err}"
+    );
+
+    // With --config it separates.
+    let o = roformer(&[
+        "separate",
+        p(&mix),
+        "--model",
+        p(&bare),
+        "--config",
+        p(&config),
+        "-o",
+        p(&out),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn mel_band_stereo_model_matches_msst_with_instrumental() {
+    let dir = model_dir("mel_tiny_stereo");
+    for batch in ["1", "2"] {
+        let out = separate_fixture(&dir, &["--instrumental", "--batch-size", batch]);
+        assert!(out.path().join("mixture/instrumental.wav").exists());
+        assert_matches_reference(&dir, out.path(), &format!("mel stereo batch {batch}"));
+    }
+}
+
+#[test]
+fn mel_band_mono_two_stem_model_matches_msst() {
+    check_separation("mel_tiny_mono", &["--batch-size", "3"]);
+}
+
+#[test]
+fn inspect_describes_a_mel_band_checkpoint() {
+    let dir = model_dir("mel_tiny_stereo");
+    let (model, config) = (dir.join("model.ckpt"), dir.join("config.yaml"));
+    let o = roformer(&["inspect", p(&model), "--config", p(&config)]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(text.contains("Mel-Band RoFormer"), "{text}");
+    assert!(text.contains("12 bands"), "{text}");
+    assert!(text.contains("match the config"), "{text}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// --tta and ensembles (fixtures: tools/gen_tta_ensemble_fixtures.py)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn tta_matches_msst_apply_tta_with_instrumental() {
+    let dir = model_dir("bs_stereo_2stem_hop512");
+    let out = separate_fixture(&dir, &["--tta", "--instrumental"]);
+    let reference = load_state_dict(&fixtures().join("tta/reference.safetensors")).unwrap();
+    let separated = reference.get("separated").unwrap();
+    let mut pairs = Vec::new();
+    for (i, stem) in reference.metadata["instruments"].split(',').enumerate() {
+        let theirs: Vec<f32> = separated
+            .get(i)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        pairs.push((stem.to_string(), theirs));
+    }
+    pairs.push((
+        "instrumental".into(),
+        reference_tensor(&reference, "separated_instrumental"),
+    ));
+    for (stem, theirs) in pairs {
+        let ours = read_wav(&out.path().join("mixture").join(format!("{stem}.wav"))).concat();
+        let snr = snr_db(&theirs, &ours);
+        println!("--tta {stem}: {snr:.1} dB");
+        assert!(snr >= 60.0, "--tta {stem}: {snr:.1} dB");
+    }
+}
+
+/// Runs `roformer separate` on the tiny model's mixture with `args` (models, configs, flags) into
+/// float WAVs; returns the output folder and stderr.
+fn separate_with(args: &[&str]) -> (tempfile::TempDir, String) {
+    let (_, _, mix) = tiny();
+    let out = tempfile::tempdir().unwrap();
+    let mut all = vec!["separate", p(&mix), "-o", p(out.path()), "--pcm", "f32"];
+    all.extend(args);
+    let o = roformer(&all);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    (out, stderr(&o))
+}
+
+fn stem(out: &Path, name: &str) -> Vec<f32> {
+    read_wav(&out.join("mixture").join(format!("{name}.wav"))).concat()
+}
+
+#[test]
+fn ensemble_avg_wave_is_the_weighted_mean_of_the_single_model_outputs() {
+    let (model, config, _) = tiny();
+    let scratch = tempfile::tempdir().unwrap();
+    // The same weights with other chunking give a second, different model.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let overlap4 = scratch.path().join("overlap4.yaml");
+    std::fs::write(&overlap4, text.replace("num_overlap: 2", "num_overlap: 4")).unwrap();
+    let four = model_dir("bs_4stem_linear_skip");
+    let (four_model, four_config) = (four.join("model.ckpt"), four.join("config.yaml"));
+
+    let (a, _) = separate_with(&["-q", "-m", p(&model), "-c", p(&config)]);
+    let (b, _) = separate_with(&["-q", "-m", p(&model), "-c", p(&overlap4)]);
+    let (c, _) = separate_with(&["-q", "-m", p(&four_model), "-c", p(&four_config)]);
+    let (ens, log) = separate_with(&[
+        "-m",
+        p(&model),
+        "-c",
+        p(&config),
+        "-m",
+        p(&model),
+        "-c",
+        p(&overlap4),
+        "-m",
+        p(&four_model),
+        "-c",
+        p(&four_config),
+        "--ensemble",
+        "avg_wave",
+        "--weights",
+        "1,3,2",
+        "--instrumental",
+    ]);
+    assert!(
+        log.contains("Ensemble of 3 models") && log.contains("bs_4stem_linear_skip/model.ckpt"),
+        "{log}"
+    );
+    for name in ["vocals", "other"] {
+        let (x, y, z) = (
+            stem(a.path(), name),
+            stem(b.path(), name),
+            stem(c.path(), name),
+        );
+        assert_ne!(x, y, "the two chunkings must differ");
+        let want: Vec<f32> = (0..x.len())
+            .map(|i| ((x[i] + 3.0 * y[i] + 2.0 * z[i]) as f64 / 6.0) as f32)
+            .collect();
+        let snr = snr_db(&want, &stem(ens.path(), name));
+        println!("ensemble avg_wave {name}: {snr:.1} dB");
+        assert!(snr >= 100.0, "{name}: {snr:.1} dB");
+    }
+    // Stems of one model only are that model's output.
+    for name in ["bass", "drums"] {
+        assert_eq!(stem(ens.path(), name), stem(c.path(), name), "{name}");
+    }
+    // The instrumental is the mixture minus the combined vocals.
+    let mix = read_wav(&tiny().2).concat();
+    let vocals = stem(ens.path(), "vocals");
+    let want: Vec<f32> = mix.iter().zip(&vocals).map(|(m, v)| m - v).collect();
+    assert_eq!(stem(ens.path(), "instrumental"), want);
+}
+
+#[test]
+fn ensemble_with_tta_and_fft_algorithm_runs() {
+    let (model, config, _) = tiny();
+    let (single, _) = separate_with(&["-q", "-m", p(&model), "-c", p(&config), "--tta"]);
+    // Two identical models: every algorithm gives back the single model's stems.
+    for alg in ["median_fft", "max_wave"] {
+        let (ens, _) = separate_with(&[
+            "-q",
+            "-m",
+            p(&model),
+            "-m",
+            p(&model),
+            "-c",
+            p(&config),
+            "-c",
+            p(&config),
+            "--tta",
+            "--ensemble",
+            alg,
+        ]);
+        for name in ["vocals", "other"] {
+            let snr = snr_db(&stem(single.path(), name), &stem(ens.path(), name));
+            println!("2 x same model, {alg}, {name}: {snr:.1} dB");
+            assert!(snr >= 60.0, "{alg} {name}: {snr:.1} dB");
+        }
+    }
+}
+
+#[test]
+fn ensemble_argument_errors_are_clear() {
+    let (model, config, mix) = tiny();
+    let scratch = tempfile::tempdir().unwrap();
+    let out = scratch.path().join("out");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let other_rate = scratch.path().join("48k.yaml");
+    std::fs::write(
+        &other_rate,
+        text.replace("sample_rate: 44100", "sample_rate: 48000"),
+    )
+    .unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["-m", p(&model), "-m", p(&model), "-c", p(&config)],
+            "--config",
+        ),
+        (
+            &["-m", p(&model), "-c", p(&config), "--weights", "1,2"],
+            "--weights",
+        ),
+        (
+            &[
+                "-m",
+                p(&model),
+                "-c",
+                p(&config),
+                "-m",
+                p(&model),
+                "-c",
+                p(&other_rate),
+            ],
+            "sample rate",
+        ),
+        (
+            &["-m", p(&model), "-c", p(&config), "--ensemble", "mean"],
+            "avg_wave",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut all = vec!["separate", p(&mix), "-o", p(&out), "-q"];
+        all.extend(args);
+        let o = roformer(&all);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!out.exists(), "nothing written");
+    }
+}

@@ -55,6 +55,7 @@ fn load(name: &str) -> Fixture {
 fn bs(f: &Fixture) -> &BsRoformer {
     match &f.model.network {
         Network::Bs(m) => m,
+        _ => panic!("not a BS-RoFormer fixture"),
     }
 }
 

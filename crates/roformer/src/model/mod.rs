@@ -8,11 +8,15 @@ pub mod feed_forward;
 pub mod linear;
 pub mod linear_attention;
 pub mod mask_estimator;
+pub mod mel_band_roformer;
+pub mod mel_bands;
 pub mod rms_norm;
 pub mod rope;
+pub mod spectral;
 pub mod transformer;
 
 pub use bs_roformer::BsRoformer;
+pub use mel_band_roformer::MelBandRoformer;
 
 use std::path::Path;
 
@@ -30,6 +34,7 @@ pub const CONFIG_METADATA_KEY: &str = "msst_config";
 #[derive(Debug, Clone)]
 pub enum Network {
     Bs(BsRoformer),
+    Mel(MelBandRoformer),
 }
 
 impl Network {
@@ -41,9 +46,11 @@ impl Network {
                 &mut root,
                 device,
             )?)),
-            Architecture::MelBandRoformer => Err(Error::Unsupported(
-                "Mel-Band RoFormer models are not supported yet".into(),
-            )),
+            Architecture::MelBandRoformer => Ok(Network::Mel(MelBandRoformer::load(
+                &config.model,
+                &mut root,
+                device,
+            )?)),
         }
     }
 }
@@ -52,16 +59,19 @@ impl Separator for Network {
     fn channels(&self) -> usize {
         match self {
             Network::Bs(m) => m.channels(),
+            Network::Mel(m) => m.channels(),
         }
     }
     fn num_stems(&self) -> usize {
         match self {
             Network::Bs(m) => m.num_stems(),
+            Network::Mel(m) => m.num_stems(),
         }
     }
     fn separate_batch(&self, audio: &[f32], batch: usize, len: usize) -> Result<Vec<f32>> {
         match self {
             Network::Bs(m) => m.separate_batch(audio, batch, len),
+            Network::Mel(m) => m.separate_batch(audio, batch, len),
         }
     }
 }

@@ -1,8 +1,12 @@
 //! Whole-track separation: MSST's chunked overlap-add (`demix`) around any chunk separator.
 
 pub mod demix;
+pub mod ensemble;
+pub mod tta;
 
 pub use demix::{demix, DemixOptions, Progress};
+pub use ensemble::{ensemble, Algorithm as EnsembleAlgorithm};
+pub use tta::demix_tta;
 
 use crate::error::Result;
 
@@ -65,14 +69,34 @@ pub fn separate_track(
     normalize: bool,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<Vec<Vec<f32>>>> {
+    separate_track_with_tta(model, mix, options, normalize, false, progress)
+}
+
+/// [`separate_track`], optionally with MSST's test-time augmentation ([`demix_tta`]) inside the
+/// normalisation, as MSST's inference.py does.
+pub fn separate_track_with_tta(
+    model: &dyn Separator,
+    mix: &[Vec<f32>],
+    options: &DemixOptions,
+    normalize: bool,
+    tta: bool,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<Vec<Vec<f32>>>> {
+    let run = |x: &[Vec<f32>], progress: &mut dyn FnMut(Progress)| {
+        if tta {
+            demix_tta(model, x, options, progress)
+        } else {
+            demix(model, x, options, progress)
+        }
+    };
     let norm = normalize.then(|| Normalization::measure(mix));
     let mut stems = match &norm {
         Some(n) => {
             let mut normalized = mix.to_vec();
             n.apply(&mut normalized);
-            demix(model, &normalized, options, progress)?
+            run(&normalized, progress)?
         }
-        None => demix(model, mix, options, progress)?,
+        None => run(mix, progress)?,
     };
     if let Some(n) = &norm {
         for stem in &mut stems {

@@ -17,6 +17,7 @@
 
 mod pickle;
 mod safetensors_file;
+pub mod save;
 #[cfg(test)]
 mod tests;
 mod torch_zip;
@@ -29,6 +30,8 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use candle_core::Tensor;
+
+pub use save::save_safetensors;
 
 /// Why a checkpoint could not be read, or does not fit the model.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +110,9 @@ pub enum WeightsError {
         name: String,
         dtype: String,
     },
+
+    #[error("cannot write {}: {reason}", .file.display())]
+    Write { file: PathBuf, reason: String },
 
     #[error("missing tensor `{name}` in {}", .file.display())]
     MissingTensor { file: PathBuf, name: String },

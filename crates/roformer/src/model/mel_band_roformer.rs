@@ -1,0 +1,200 @@
+//! MSST's `MelBandRoformer`: STFT -> gather the (overlapping) mel bands' bins -> band split ->
+//! depth x (optional linear transformer, time transformer, frequency transformer; each ends in
+//! its own RMSNorm, and there is no final norm) -> one mask estimator per stem -> masks averaged
+//! over the bands that share a bin -> complex masking -> iSTFT.
+//!
+//! Output length: MSST calls `torch.istft(length=None)` unless `match_input_audio_length`, which
+//! yields `hop * (frames - 1)` = the chunk length rounded down to a multiple of the hop. MSST's
+//! `demix` then takes `[..., :chunk_len]`; with chunk sizes that are multiples of the hop (every
+//! published config) both agree. For other chunk sizes MSST's `demix` cannot add the shorter
+//! output to its buffers and fails; we return the natural-length reconstruction followed by zeros
+//! up to the chunk length, so a chunk's last `len % hop` samples contribute silence.
+
+use candle_core::{Device, Module, Result as CResult, Tensor};
+use rayon::prelude::*;
+
+use super::band_split::BandSplit;
+use super::mask_estimator::{MaskEstimator, MlpShape};
+use super::mel_bands::MelBands;
+use super::spectral::{apply_masks, pack_spectrograms, Reconstruction};
+use super::transformer::AxialStack;
+use crate::config::ModelConfig;
+use crate::dsp::Stft;
+use crate::error::{Error, Result};
+use crate::weights::WeightsView;
+
+#[derive(Debug, Clone)]
+pub struct MelBandRoformer {
+    config: ModelConfig,
+    device: Device,
+    stft: Stft,
+    bands: MelBands,
+    /// For every value of the band-split input `[band][freq][ch][re, im]`, its column in the
+    /// packed spectrogram `[(f ch re/im)]` (MSST's `freq_indices`, times 2, plus re/im).
+    columns: Vec<u32>,
+    /// `columns` on the model's device, for the gather.
+    columns_tensor: Tensor,
+    band_split: BandSplit,
+    layers: AxialStack,
+    mask_estimators: Vec<MaskEstimator>,
+}
+
+impl MelBandRoformer {
+    /// Builds the model from weights under MSST's key names (the view's root).
+    ///
+    /// The mel bands come from the config (`num_bands`, `sample_rate`, `stft_n_fft`); a layout
+    /// that leaves a bin or a band empty is an [`Error::Unsupported`] naming the values.
+    pub fn load(config: &ModelConfig, vb: &mut WeightsView<'_>, device: &Device) -> Result<Self> {
+        let cfg = config;
+        let num_bands = cfg.num_bands.ok_or_else(|| {
+            Error::Unsupported("a Mel-Band RoFormer config needs model.num_bands".into())
+        })?;
+        let bands = MelBands::new(cfg.sample_rate, cfg.stft_n_fft, num_bands)
+            .map_err(|e| Error::Unsupported(format!("model.num_bands: {e}")))?;
+        let channels = cfg.audio_channels();
+        let columns: Vec<u32> = bands
+            .freq_indices(channels)
+            .into_iter()
+            .flat_map(|row| [2 * row as u32, 2 * row as u32 + 1])
+            .collect();
+        let columns_tensor = Tensor::new(columns.as_slice(), device)?;
+        let dim_inputs = bands.band_input_dims(channels);
+        let band_split = BandSplit::load(&mut vb.pp("band_split"), cfg.dim, &dim_inputs, device)?;
+        // Every Mel transformer (the linear one too) ends in its own RMSNorm.
+        let layers = AxialStack::load(cfg, true, &mut vb.pp("layers"), device)?;
+        // Mel-Band RoFormer's MLP(depth) has `depth + 1` Linears.
+        let mlp = MlpShape {
+            dim: cfg.dim,
+            hidden: cfg.dim * cfg.mlp_expansion_factor,
+            linears: cfg.mask_depth() + 1,
+        };
+        let mut estimators_vb = vb.pp("mask_estimators");
+        let mask_estimators = (0..cfg.num_stems)
+            .map(|s| MaskEstimator::load(&mut estimators_vb.pp(s), mlp, &dim_inputs, device))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            config: cfg.clone(),
+            device: device.clone(),
+            stft: Stft::new(cfg.stft_n_fft, cfg.stft_hop_length, cfg.stft_win_length)?,
+            bands,
+            columns,
+            columns_tensor,
+            band_split,
+            layers,
+            mask_estimators,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn bands(&self) -> &MelBands {
+        &self.bands
+    }
+
+    pub fn num_stems(&self) -> usize {
+        self.config.num_stems
+    }
+
+    pub fn channels(&self) -> usize {
+        self.config.audio_channels()
+    }
+
+    /// The network up to the mask estimators: packed spectrogram `[b, t, freqs * channels * 2]`
+    /// (ordered `[f][ch][re, im]`) to per-band masks `[b, stems, t, sum(band widths)]`, ordered
+    /// `[band][freq][ch][re, im]` (before the overlapping bands are averaged).
+    pub fn band_masks(&self, x: &Tensor) -> CResult<Tensor> {
+        // x = stft_repr[:, freq_indices], then 'b f t c -> b t (f c)'.
+        let x = x.contiguous()?.index_select(&self.columns_tensor, 2)?;
+        let x = self.band_split.forward(&x)?; // b t bands d
+        let x = self.layers.forward(&x)?;
+        let masks = self
+            .mask_estimators
+            .iter()
+            .map(|m| m.forward(&x))
+            .collect::<CResult<Vec<_>>>()?;
+        Tensor::stack(&masks, 1)
+    }
+
+    /// Averages per-band masks (`band_masks`' layout, flattened) into masks over the packed
+    /// spectrogram, `[b][stem][t][(f ch re/im)]` flattened: each bin's mask is the sum over the bands
+    /// containing it divided by their number (MSST's `scatter_add_` and `/ num_bands_per_freq`).
+    pub fn average_band_masks(&self, band_masks: &[f32]) -> Vec<f32> {
+        let width_in = self.columns.len();
+        let width_out = self.bands.num_freqs() * self.channels() * 2;
+        let per_col = 2 * self.channels();
+        let rows = band_masks.len() / width_in.max(1);
+        let mut out = vec![0.0f32; rows * width_out];
+        out.par_chunks_mut(width_out)
+            .zip(band_masks.par_chunks(width_in))
+            .for_each(|(dst, src)| {
+                for (&col, &v) in self.columns.iter().zip(src) {
+                    dst[col as usize] += v;
+                }
+                for (col, v) in dst.iter_mut().enumerate() {
+                    // torch divides the complex sum by a real: `a * (1 / d)` per part.
+                    let count = self.bands.bands_per_freq[col / per_col] as f32;
+                    *v *= 1.0 / count.max(1e-8);
+                }
+            });
+        out
+    }
+
+    /// Per-bin masks `[b, stems, t, freqs * channels * 2]` (in the packing of the input), as MSST
+    /// multiplies them with the mixture; computed on the CPU.
+    pub fn masks(&self, x: &Tensor) -> CResult<Tensor> {
+        let band_masks = self.band_masks(x)?;
+        let (b, n, t, _) = band_masks.dims4()?;
+        let flat = band_masks
+            .to_device(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let width = self.bands.num_freqs() * self.channels() * 2;
+        Tensor::from_vec(
+            self.average_band_masks(&flat),
+            (b, n, t, width),
+            &Device::Cpu,
+        )
+    }
+
+    /// Separates a batch of equally long chunks.
+    ///
+    /// `audio` is `[batch][channel][sample]` flattened (`batch * channels * len` values); the result
+    /// is `[batch][stem][channel][sample]` flattened, `len` samples per chunk (see the module notes
+    /// for chunk lengths that are not a multiple of the hop).
+    pub fn separate_batch(&self, audio: &[f32], batch: usize, len: usize) -> Result<Vec<f32>> {
+        let channels = self.channels();
+        if audio.len() != batch * channels * len {
+            return Err(Error::Audio(format!(
+                "expected {batch} x {channels} x {len} samples, got {}",
+                audio.len()
+            )));
+        }
+        let specs = audio
+            .par_chunks(len)
+            .map(|signal| self.stft.forward(signal))
+            .collect::<Result<Vec<_>>>()?;
+        let x = pack_spectrograms(&specs, batch, channels, &self.device)?;
+        let band_masks = self.band_masks(&x)?.to_device(&Device::Cpu)?;
+        let band_masks = band_masks.flatten_all()?.to_vec1::<f32>()?;
+        let masks = self.average_band_masks(&band_masks);
+        let istft_len = if self.config.match_input_audio_length {
+            len
+        } else {
+            // torch.istft(length=None): hop * (frames - 1).
+            self.stft.hop() * (self.stft.frames_for(len) - 1)
+        };
+        let rec = Reconstruction {
+            stems: self.num_stems(),
+            channels,
+            zero_dc: self.config.zero_dc,
+            istft_len,
+        };
+        apply_masks(&self.stft, &specs, &masks, batch, rec, len)
+    }
+}

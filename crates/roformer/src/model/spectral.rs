@@ -1,0 +1,91 @@
+//! The spectral ends both models share: packing the mixture's STFT into the network input, and
+//! complex masking + iSTFT of the network's masks.
+
+use candle_core::{Device, Result as CResult, Tensor};
+use rayon::prelude::*;
+use realfft::num_complex::Complex32;
+
+use crate::dsp::{Spectrogram, Stft};
+use crate::error::Result;
+
+/// Packs per-(batch, channel) spectrograms into the model input `[b, t, (f ch re/im)]`.
+pub fn pack_spectrograms(
+    specs: &[Spectrogram],
+    batch: usize,
+    channels: usize,
+    device: &Device,
+) -> CResult<Tensor> {
+    let (bins, frames) = specs.first().map_or((0, 0), |s| (s.bins, s.frames));
+    let width = bins * channels * 2;
+    let mut data = vec![0.0f32; batch * frames * width];
+    for b in 0..batch {
+        for s in 0..channels {
+            let spec = &specs[b * channels + s];
+            for t in 0..frames {
+                let row = &mut data[(b * frames + t) * width..(b * frames + t + 1) * width];
+                for (f, v) in spec.frame(t).iter().enumerate() {
+                    let i = (f * channels + s) * 2;
+                    row[i] = v.re;
+                    row[i + 1] = v.im;
+                }
+            }
+        }
+    }
+    Tensor::from_vec(data, (batch, frames, width), device)
+}
+
+/// How the masked spectrograms go back to audio.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reconstruction {
+    pub stems: usize,
+    pub channels: usize,
+    /// Zero the DC bin before the iSTFT (MSST `zero_dc`).
+    pub zero_dc: bool,
+    /// The `length=` of `torch.istft`; samples from there up to the chunk length stay zero.
+    pub istft_len: usize,
+}
+
+/// Complex-multiplies each stem's mask (`[b][stem][t][(f ch re/im)]` flattened) with the mixture
+/// spectrograms and inverts them: `[b][stem][ch][len]` flattened.
+pub(crate) fn apply_masks(
+    stft: &Stft,
+    specs: &[Spectrogram],
+    masks: &[f32],
+    batch: usize,
+    rec: Reconstruction,
+    len: usize,
+) -> Result<Vec<f32>> {
+    let Reconstruction {
+        stems, channels, ..
+    } = rec;
+    let bins = stft.bins();
+    let frames = specs.first().map_or(0, |s| s.frames);
+    let width = bins * channels * 2;
+    // One job per (batch, stem, channel), in output order.
+    let jobs: Vec<(usize, usize, usize)> = (0..batch)
+        .flat_map(|b| (0..stems).flat_map(move |n| (0..channels).map(move |s| (b, n, s))))
+        .collect();
+    let outputs = jobs
+        .par_iter()
+        .map(|&(b, n, s)| {
+            let mix = &specs[b * channels + s];
+            let mut out = Spectrogram::zeros(bins, frames);
+            let mask_base = (b * stems + n) * frames * width;
+            for t in 0..frames {
+                let row = &masks[mask_base + t * width..mask_base + (t + 1) * width];
+                for f in 0..bins {
+                    let i = (f * channels + s) * 2;
+                    let m = Complex32::new(row[i], row[i + 1]);
+                    out.data[t * bins + f] = mix.data[t * bins + f] * m;
+                }
+                if rec.zero_dc {
+                    out.data[t * bins] = Complex32::new(0.0, 0.0);
+                }
+            }
+            let mut audio = stft.inverse(&out, rec.istft_len.min(len))?;
+            audio.resize(len, 0.0);
+            Ok(audio)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(outputs.concat())
+}

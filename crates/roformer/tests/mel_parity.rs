@@ -1,0 +1,226 @@
+//! Parity with MSST's PyTorch `MelBandRoformer` on fixtures made by `tools/gen_fixtures.py`
+//! (randomly initialised models; see tests/fixtures/models/mel_*/config.yaml), and of the mel band
+//! layout with librosa's filterbank (tests/fixtures/models/mel_bands).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use roformer::dsp::Stft;
+use roformer::model::mel_bands::{mel_filterbank, MelBands};
+use roformer::model::{bs_roformer::pack_spectrograms, LoadedModel, MelBandRoformer, Network};
+use roformer::separate::Separator;
+use roformer::weights::{load_state_dict, StateDict};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models")
+}
+
+/// SNR of `ours` against `reference` in dB.
+fn snr_db(reference: &[f32], ours: &[f32]) -> f64 {
+    assert_eq!(reference.len(), ours.len(), "length mismatch");
+    let signal: f64 = reference.iter().map(|&r| (r as f64).powi(2)).sum();
+    let noise: f64 = reference
+        .iter()
+        .zip(ours)
+        .map(|(&r, &o)| (r as f64 - o as f64).powi(2))
+        .sum();
+    10.0 * (signal / noise.max(1e-30)).log10()
+}
+
+fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+fn as_usize(t: &Tensor) -> Vec<usize> {
+    flat(t).into_iter().map(|v| v as usize).collect()
+}
+
+const MODELS: &[&str] = &["mel_tiny_stereo", "mel_tiny_mono"];
+
+struct Fixture {
+    model: LoadedModel,
+    reference: StateDict,
+}
+
+fn load(name: &str) -> Fixture {
+    let dir = fixtures().join(name);
+    let model = LoadedModel::open(
+        &dir.join("model.ckpt"),
+        Some(&dir.join("config.yaml")),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let reference = load_state_dict(&dir.join("reference.safetensors")).unwrap();
+    Fixture { model, reference }
+}
+
+fn mel(f: &Fixture) -> &MelBandRoformer {
+    match &f.model.network {
+        Network::Mel(m) => m,
+        _ => panic!("not a Mel-Band RoFormer fixture"),
+    }
+}
+
+fn reference(f: &Fixture, key: &str) -> Tensor {
+    f.reference
+        .get(key)
+        .unwrap_or_else(|| panic!("fixture lacks {key}"))
+        .clone()
+}
+
+/// The reference spectrogram `[1, (f s), t, 2]` as our packed input `[1, t, (f s 2)]`.
+fn packed_input(f: &Fixture) -> Tensor {
+    let x = reference(f, "stft_input").permute((0, 2, 1, 3)).unwrap();
+    let (b, t, fs, c) = x.dims4().unwrap();
+    x.reshape((b, t, fs * c)).unwrap()
+}
+
+#[test]
+fn band_layout_matches_librosa() {
+    let r = load_state_dict(&fixtures().join("mel_bands/reference.safetensors")).unwrap();
+    let cases = r.metadata["cases"].clone();
+    for case in cases.split(';') {
+        let v: Vec<usize> = case.split(',').map(|x| x.parse().unwrap()).collect();
+        let (sr, n_fft, n_mels) = (v[0], v[1], v[2]);
+        let key = format!("sr{sr}_nfft{n_fft}_mels{n_mels}");
+        let bands = MelBands::new(sr as u32, n_fft, n_mels).unwrap();
+        let get = |k: &str| as_usize(r.get(&format!("{key}.{k}")).unwrap());
+        assert_eq!(
+            bands.bands.iter().map(Vec::len).collect::<Vec<_>>(),
+            get("num_freqs_per_band"),
+            "{key}: bins per band"
+        );
+        assert_eq!(bands.freq_indices(1), get("freq_indices"), "{key}");
+        assert_eq!(
+            bands.bands_per_freq,
+            get("num_bands_per_freq"),
+            "{key}: bands per bin"
+        );
+        println!("{key}: {} memberships match", bands.freq_indices(1).len());
+    }
+    // Filterbank values: librosa's arithmetic repeated, so equal up to the last bit of exp/log.
+    let theirs = flat(r.get("sr32000_nfft1024_mels40.filterbank").unwrap());
+    let ours: Vec<f32> = mel_filterbank(32000.0, 1024, 40).concat();
+    assert_eq!(theirs.len(), ours.len());
+    let mut exact = 0;
+    for (i, (&t, &o)) in theirs.iter().zip(&ours).enumerate() {
+        assert!(
+            (t - o).abs() <= 4.0 * f32::EPSILON * t.abs(),
+            "filterbank value {i}: librosa {t:e}, ours {o:e}"
+        );
+        assert_eq!(t > 0.0, o > 0.0, "filterbank value {i}: {t:e} vs {o:e}");
+        exact += usize::from(t == o);
+    }
+    println!("filterbank: {exact} of {} values bit-identical", ours.len());
+}
+
+#[test]
+fn models_gather_the_bins_msst_gathers() {
+    for name in MODELS {
+        let f = load(name);
+        let m = mel(&f);
+        let theirs = as_usize(&reference(&f, "freq_indices"));
+        assert_eq!(m.bands().freq_indices(m.channels()), theirs, "{name}");
+    }
+}
+
+#[test]
+fn stft_of_a_chunk_matches_the_model_input() {
+    for name in MODELS {
+        let f = load(name);
+        let m = &f.model.config.model;
+        let chunk = reference(&f, "chunk_input"); // [1, s, L]
+        let (_, channels, len) = chunk.dims3().unwrap();
+        let stft = Stft::new(m.stft_n_fft, m.stft_hop_length, m.stft_win_length).unwrap();
+        let specs: Vec<_> = flat(&chunk)
+            .chunks(len)
+            .map(|c| stft.forward(c).unwrap())
+            .collect();
+        let ours = pack_spectrograms(&specs, 1, channels, &Device::Cpu).unwrap();
+        let snr = snr_db(&flat(&packed_input(&f)), &flat(&ours));
+        println!("{name}: packed STFT SNR {snr:.1} dB");
+        assert!(snr > 100.0, "{name}: STFT SNR {snr:.1} dB");
+    }
+}
+
+#[test]
+fn band_masks_on_a_fixed_spectrogram_match_pytorch() {
+    for name in MODELS {
+        let f = load(name);
+        let ours = mel(&f).band_masks(&packed_input(&f)).unwrap();
+        let theirs = reference(&f, "band_masks"); // [1, n, t, sum(band widths)]
+        assert_eq!(ours.dims(), theirs.dims());
+        let snr = snr_db(&flat(&theirs), &flat(&ours));
+        println!("{name}: band mask SNR {snr:.1} dB");
+        assert!(snr >= 60.0, "{name}: band mask SNR {snr:.1} dB");
+    }
+}
+
+#[test]
+fn averaged_masks_on_a_fixed_spectrogram_match_pytorch() {
+    for name in MODELS {
+        let f = load(name);
+        let x = packed_input(&f);
+        let ours = mel(&f).masks(&x).unwrap();
+        // reference [1, n, (f s), t, 2] -> [1, n, t, (f s 2)]
+        let theirs = reference(&f, "masks").permute((0, 1, 3, 2, 4)).unwrap();
+        let (_, t, width) = x.dims3().unwrap();
+        assert_eq!(
+            ours.dims(),
+            &[1, f.model.config.model.num_stems, t, width][..]
+        );
+        let snr = snr_db(&flat(&theirs), &flat(&ours));
+        println!("{name}: averaged mask SNR {snr:.1} dB");
+        assert!(snr >= 60.0, "{name}: averaged mask SNR {snr:.1} dB");
+    }
+}
+
+#[test]
+fn one_chunk_separates_like_pytorch() {
+    for name in MODELS {
+        let f = load(name);
+        let chunk = reference(&f, "chunk_input");
+        let (_, _, len) = chunk.dims3().unwrap();
+        let ours = f
+            .model
+            .network
+            .separate_batch(&flat(&chunk), 1, len)
+            .unwrap();
+        // [1, n, s, natural]: torch.istft's natural length unless match_input_audio_length.
+        let theirs = reference(&f, "chunk_output");
+        let natural = theirs.dims4().unwrap().3;
+        let expected = if f.model.config.model.match_input_audio_length {
+            len
+        } else {
+            len / f.model.config.model.stft_hop_length * f.model.config.model.stft_hop_length
+        };
+        assert_eq!(natural, expected, "{name}: reference length");
+        let theirs = flat(&theirs);
+        let mut head = Vec::new();
+        for (row, ref_row) in ours.chunks(len).zip(theirs.chunks(natural)) {
+            head.extend_from_slice(&row[..natural]);
+            assert!(
+                row[natural..].iter().all(|&v| v == 0.0),
+                "{name}: samples past the iSTFT length are zero"
+            );
+            assert_eq!(ref_row.len(), natural);
+        }
+        let snr = snr_db(&theirs, &head);
+        println!("{name}: chunk output SNR {snr:.1} dB (natural length {natural} of {len})");
+        assert!(snr >= 60.0, "{name}: chunk output SNR {snr:.1} dB");
+    }
+}
+
+#[test]
+fn uncoverable_band_layout_is_a_clear_error() {
+    let dir = fixtures().join("mel_tiny_mono");
+    let text = std::fs::read_to_string(dir.join("config.yaml")).unwrap();
+    let text = text.replace("  num_bands: 10\n", "  num_bands: 600\n");
+    let config =
+        roformer::config::MsstConfig::from_yaml(&text, Path::new("too_many_bands.yaml")).unwrap();
+    let state = load_state_dict(&dir.join("model.ckpt")).unwrap();
+    let err = LoadedModel::from_state_dict(config, state, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("num_bands") && err.contains("600"), "{err}");
+}
