@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use roformer::config::{Architecture, MsstConfig};
-use roformer::model::LoadedModel;
+use roformer::model::{architecture_of, LoadedModel};
 use roformer::weights::{load_state_dict, StateDict};
 
 #[derive(Debug, Args)]
@@ -43,18 +43,18 @@ pub fn run(args: InspectArgs) -> Result<()> {
         state.num_parameters() as f64 / 1e6
     );
     // What the key tree says, independent of any config.
-    // BS-RoFormer has one final norm; Mel-Band RoFormer ends every transformer in a norm instead.
-    let (kind, norm_key) = if state.get("final_norm.gamma").is_some() {
-        ("BS-RoFormer", "final_norm.gamma")
-    } else if state.get("layers.0.0.norm.gamma").is_some() {
-        ("Mel-Band RoFormer", "layers.0.0.norm.gamma")
-    } else {
-        (
-            "unknown (neither an MSST BS- nor Mel-Band RoFormer key layout)",
-            "",
-        )
+    let architecture = architecture_of(&state);
+    let norm_key = match architecture {
+        Some(Architecture::BsRoformer) => "final_norm.gamma",
+        Some(Architecture::MelBandRoformer) => "layers.0.0.norm.gamma",
+        None => "",
     };
-    println!("Looks like   {kind}");
+    match architecture {
+        Some(a) => println!("Looks like   {a}"),
+        None => {
+            println!("Looks like   unknown (neither an MSST BS- nor Mel-Band RoFormer key layout)")
+        }
+    }
     if let Some(d) = dims(&state, norm_key) {
         println!("  dim        {}", d[0]);
     }

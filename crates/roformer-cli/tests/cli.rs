@@ -14,6 +14,15 @@ fn model_dir(name: &str) -> PathBuf {
     fixtures().join("models").join(name)
 }
 
+/// `model.ckpt`, `config.yaml` and `mixture.wav` in the fixture folder `dir`.
+fn fixture_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        dir.join("model.ckpt"),
+        dir.join("config.yaml"),
+        dir.join("mixture.wav"),
+    )
+}
+
 fn roformer(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_roformer"))
         .args(args)
@@ -62,11 +71,7 @@ fn snr_db(reference: &[f32], ours: &[f32]) -> f64 {
 /// Separates `dir/mixture.wav` with `dir/model.ckpt` and `dir/config.yaml` into float WAVs.
 fn separate_fixture(dir: &Path, extra: &[&str]) -> tempfile::TempDir {
     let out = tempfile::tempdir().unwrap();
-    let (mix, model, config) = (
-        dir.join("mixture.wav"),
-        dir.join("model.ckpt"),
-        dir.join("config.yaml"),
-    );
+    let (model, config, mix) = fixture_files(dir);
     let mut args = vec![
         "separate",
         p(&mix),
@@ -94,7 +99,13 @@ fn reference_tensor(reference: &roformer::weights::StateDict, key: &str) -> Vec<
 
 /// Every stem (and the instrumental, when written) against MSST's `demix` result.
 fn assert_matches_reference(dir: &Path, out: &Path, label: &str) {
-    let reference = load_state_dict(&dir.join("reference.safetensors")).unwrap();
+    assert_matches(&dir.join("reference.safetensors"), out, label);
+}
+
+/// Every stem of `out/mixture` (and the instrumental, when written) against MSST's result in
+/// `reference` (tensors `separated` and `separated_instrumental`).
+fn assert_matches(reference: &Path, out: &Path, label: &str) {
+    let reference = load_state_dict(reference).unwrap();
     let separated = reference.get("separated").unwrap();
     let mut pairs = Vec::new();
     for (i, stem) in reference.metadata["instruments"].split(',').enumerate() {
@@ -114,12 +125,16 @@ fn assert_matches_reference(dir: &Path, out: &Path, label: &str) {
             reference_tensor(&reference, "separated_instrumental"),
         ));
     }
-    for (stem, theirs) in pairs {
-        let ours = read_wav(&out.join("mixture").join(format!("{stem}.wav"))).concat();
-        let snr = snr_db(&theirs, &ours);
-        println!("{label} {stem}: {snr:.1} dB");
-        assert!(snr >= 60.0, "{label} {stem}: {snr:.1} dB");
+    for (name, theirs) in pairs {
+        let snr = snr_db(&theirs, &stem(out, &name));
+        println!("{label} {name}: {snr:.1} dB");
+        assert!(snr >= 60.0, "{label} {name}: {snr:.1} dB");
     }
+}
+
+/// The samples of stem `name` in `out/mixture`, channels one after the other.
+fn stem(out: &Path, name: &str) -> Vec<f32> {
+    read_wav(&out.join("mixture").join(format!("{name}.wav"))).concat()
 }
 
 fn check_separation(name: &str, extra: &[&str]) {
@@ -160,12 +175,35 @@ fn base_args<'a>(model: &'a Path, config: &'a Path, out: &'a Path) -> Vec<&'a st
     ]
 }
 
+/// The files of the small stereo BS-RoFormer fixture: model, config, mixture.
 fn tiny() -> (PathBuf, PathBuf, PathBuf) {
-    let dir = model_dir("bs_stereo_2stem_hop512");
+    fixture_files(&model_dir("bs_stereo_2stem_hop512"))
+}
+
+/// Runs `roformer separate` on `inputs` with `model` and `config` into `out` (quiet).
+fn separate_into(inputs: &[&Path], model: &Path, config: &Path, out: &Path) -> Output {
+    let mut args = vec!["separate"];
+    args.extend(inputs.iter().map(|input| p(input)));
+    args.extend(base_args(model, config, out));
+    roformer(&args)
+}
+
+/// Like [`separate_into`] with one input, for a run that must fail; returns its stderr.
+fn separate_fails(input: &Path, model: &Path, config: &Path, out: &Path) -> String {
+    let o = separate_into(&[input], model, config, out);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    err
+}
+
+/// `roformer inspect MODEL --config CONFIG`: whether it succeeded, and its stdout (its stderr
+/// goes to the test's captured output).
+fn inspect(model: &Path, config: &Path) -> (bool, String) {
+    let o = roformer(&["inspect", p(model), "--config", p(config)]);
+    eprint!("{}", stderr(&o));
     (
-        dir.join("model.ckpt"),
-        dir.join("config.yaml"),
-        dir.join("mixture.wav"),
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
     )
 }
 
@@ -236,16 +274,8 @@ fn a_batch_with_bad_inputs_processes_the_rest_and_fails() {
     std::fs::write(&text, "this is not an mp3").unwrap();
     let missing = scratch.path().join("missing.flac");
     let out = scratch.path().join("out");
-    let mut args = vec![
-        "separate",
-        p(&corrupt),
-        p(&empty),
-        p(&text),
-        p(&missing),
-        p(&mix),
-    ];
-    args.extend(base_args(&model, &config, &out));
-    let o = roformer(&args);
+    let inputs = [&corrupt, &empty, &text, &missing, &mix].map(PathBuf::as_path);
+    let o = separate_into(&inputs, &model, &config, &out);
     let err = stderr(&o);
     assert!(
         !o.status.success(),
@@ -276,35 +306,35 @@ fn truncated_checkpoint_is_a_clear_error() {
     let truncated = scratch.path().join("truncated.ckpt");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let out = scratch.path().join("out");
-    let mut args = vec!["separate", p(&mix)];
-    args.extend(base_args(&truncated, &config, &out));
-    let o = roformer(&args);
-    let err = stderr(&o);
-    assert!(!o.status.success());
+    let err = separate_fails(&mix, &truncated, &config, &out);
     assert!(err.contains("truncated.ckpt"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(!out.exists(), "nothing written");
 }
 
+/// Separates with the tiny model and the config of the fixture model `name`, which does not fit;
+/// returns stderr.
+fn separate_tiny_with_config_of(name: &str) -> String {
+    let (model, _, mix) = tiny();
+    let config = model_dir(name).join("config.yaml");
+    let scratch = tempfile::tempdir().unwrap();
+    let out = scratch.path().join("out");
+    separate_fails(&mix, &model, &config, &out)
+}
+
 #[test]
 fn config_that_does_not_fit_the_weights_names_the_tensor() {
-    let (model, _, mix) = tiny();
-    let other = model_dir("bs_4stem_linear_skip").join("config.yaml");
-    let scratch = tempfile::tempdir().unwrap();
-    let mut args = vec!["separate", p(&mix)];
-    let out = scratch.path().join("out");
-    args.extend(base_args(&model, &other, &out));
-    let o = roformer(&args);
-    let err = stderr(&o);
-    assert!(!o.status.success());
+    let err = separate_tiny_with_config_of("bs_4stem_linear_skip");
     assert!(err.contains("model.ckpt"), "{err}");
     assert!(err.contains("shape") || err.contains("missing"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 
     // inspect says the same and exits non-zero.
-    let o = roformer(&["inspect", p(&model), "--config", p(&other)]);
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stdout).contains("DO NOT match"));
+    let (model, _, _) = tiny();
+    let other = model_dir("bs_4stem_linear_skip").join("config.yaml");
+    let (ok, text) = inspect(&model, &other);
+    assert!(!ok);
+    assert!(text.contains("DO NOT match"));
 }
 
 #[test]
@@ -319,12 +349,8 @@ fn missing_config_key_is_named() {
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(&broken, without_depth).unwrap();
-    let mut args = vec!["separate", p(&mix)];
     let out = scratch.path().join("out");
-    args.extend(base_args(&model, &broken, &out));
-    let o = roformer(&args);
-    let err = stderr(&o);
-    assert!(!o.status.success());
+    let err = separate_fails(&mix, &model, &broken, &out);
     assert!(
         err.contains("broken.yaml") && err.contains("depth"),
         "{err}"
@@ -339,11 +365,7 @@ fn unwritable_output_folder_is_a_clear_error() {
     let blocker = scratch.path().join("blocker");
     std::fs::write(&blocker, b"x").unwrap();
     let out = blocker.join("out");
-    let mut args = vec!["separate", p(&mix)];
-    args.extend(base_args(&model, &config, &out));
-    let o = roformer(&args);
-    let err = stderr(&o);
-    assert!(!o.status.success());
+    let err = separate_fails(&mix, &model, &config, &out);
     assert!(err.contains("blocker"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
@@ -351,9 +373,8 @@ fn unwritable_output_folder_is_a_clear_error() {
 #[test]
 fn inspect_describes_a_checkpoint() {
     let (model, config, _) = tiny();
-    let o = roformer(&["inspect", p(&model), "--config", p(&config)]);
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (ok, text) = inspect(&model, &config);
+    assert!(ok, "{text}");
     assert!(text.contains("BS-RoFormer"), "{text}");
     assert!(text.contains("bands      62"), "{text}");
     assert!(text.contains("stems      2"), "{text}");
@@ -379,11 +400,7 @@ fn checkpoint_that_asks_pickle_to_run_code_is_refused() {
     let evil = fixtures().join("weights/evil_os_system.pt");
     let scratch = tempfile::tempdir().unwrap();
     let out = scratch.path().join("out");
-    let mut args = vec!["separate", p(&mix)];
-    args.extend(base_args(&evil, &config, &out));
-    let o = roformer(&args);
-    let err = stderr(&o);
-    assert!(!o.status.success());
+    let err = separate_fails(&mix, &evil, &config, &out);
     assert!(
         err.contains("evil_os_system.pt") && err.contains("system"),
         "{err}"
@@ -567,11 +584,9 @@ fn mel_band_mono_two_stem_model_matches_msst() {
 
 #[test]
 fn inspect_describes_a_mel_band_checkpoint() {
-    let dir = model_dir("mel_tiny_stereo");
-    let (model, config) = (dir.join("model.ckpt"), dir.join("config.yaml"));
-    let o = roformer(&["inspect", p(&model), "--config", p(&config)]);
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (model, config, _) = fixture_files(&model_dir("mel_tiny_stereo"));
+    let (ok, text) = inspect(&model, &config);
+    assert!(ok, "{text}");
     assert!(text.contains("Mel-Band RoFormer"), "{text}");
     assert!(text.contains("12 bands"), "{text}");
     assert!(text.contains("match the config"), "{text}");
@@ -585,29 +600,9 @@ fn inspect_describes_a_mel_band_checkpoint() {
 fn tta_matches_msst_apply_tta_with_instrumental() {
     let dir = model_dir("bs_stereo_2stem_hop512");
     let out = separate_fixture(&dir, &["--tta", "--instrumental"]);
-    let reference = load_state_dict(&fixtures().join("tta/reference.safetensors")).unwrap();
-    let separated = reference.get("separated").unwrap();
-    let mut pairs = Vec::new();
-    for (i, stem) in reference.metadata["instruments"].split(',').enumerate() {
-        let theirs: Vec<f32> = separated
-            .get(i)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        pairs.push((stem.to_string(), theirs));
-    }
-    pairs.push((
-        "instrumental".into(),
-        reference_tensor(&reference, "separated_instrumental"),
-    ));
-    for (stem, theirs) in pairs {
-        let ours = read_wav(&out.path().join("mixture").join(format!("{stem}.wav"))).concat();
-        let snr = snr_db(&theirs, &ours);
-        println!("--tta {stem}: {snr:.1} dB");
-        assert!(snr >= 60.0, "--tta {stem}: {snr:.1} dB");
-    }
+    assert!(out.path().join("mixture/instrumental.wav").exists());
+    let reference = fixtures().join("tta/reference.safetensors");
+    assert_matches(&reference, out.path(), "--tta");
 }
 
 /// Runs `roformer separate` on the tiny model's mixture with `args` (models, configs, flags) into
@@ -622,8 +617,12 @@ fn separate_with(args: &[&str]) -> (tempfile::TempDir, String) {
     (out, stderr(&o))
 }
 
-fn stem(out: &Path, name: &str) -> Vec<f32> {
-    read_wav(&out.join("mixture").join(format!("{name}.wav"))).concat()
+/// `-m MODEL -c CONFIG` for each pair, in order.
+fn model_args<'a>(models: &[(&'a PathBuf, &'a PathBuf)]) -> Vec<&'a str> {
+    models
+        .iter()
+        .flat_map(|(model, config)| ["-m", p(model), "-c", p(config)])
+        .collect()
 }
 
 #[test]
@@ -640,25 +639,19 @@ fn ensemble_avg_wave_is_the_weighted_mean_of_the_single_model_outputs() {
     let (a, _) = separate_with(&["-q", "-m", p(&model), "-c", p(&config)]);
     let (b, _) = separate_with(&["-q", "-m", p(&model), "-c", p(&overlap4)]);
     let (c, _) = separate_with(&["-q", "-m", p(&four_model), "-c", p(&four_config)]);
-    let (ens, log) = separate_with(&[
-        "-m",
-        p(&model),
-        "-c",
-        p(&config),
-        "-m",
-        p(&model),
-        "-c",
-        p(&overlap4),
-        "-m",
-        p(&four_model),
-        "-c",
-        p(&four_config),
+    let mut args = model_args(&[
+        (&model, &config),
+        (&model, &overlap4),
+        (&four_model, &four_config),
+    ]);
+    args.extend([
         "--ensemble",
         "avg_wave",
         "--weights",
         "1,3,2",
         "--instrumental",
     ]);
+    let (ens, log) = separate_with(&args);
     assert!(
         log.contains("Ensemble of 3 models") && log.contains("bs_4stem_linear_skip/model.ckpt"),
         "{log}"
@@ -738,16 +731,7 @@ fn ensemble_argument_errors_are_clear() {
             "--weights",
         ),
         (
-            &[
-                "-m",
-                p(&model),
-                "-c",
-                p(&config),
-                "-m",
-                p(&model),
-                "-c",
-                p(&other_rate),
-            ],
+            &model_args(&[(&model, &config), (&model, &other_rate)]),
             "sample rate",
         ),
         (
@@ -765,4 +749,14 @@ fn ensemble_argument_errors_are_clear() {
         assert!(!err.contains("panicked"), "{err}");
         assert!(!out.exists(), "nothing written");
     }
+}
+
+#[test]
+fn checkpoint_of_the_other_architecture_is_named_as_such() {
+    let err = separate_tiny_with_config_of("mel_tiny_stereo");
+    assert!(
+        err.contains("holds a BS-RoFormer checkpoint")
+            && err.contains("describes a Mel-Band RoFormer"),
+        "{err}"
+    );
 }

@@ -27,4 +27,6 @@ pub enum Error {
     Tensor(#[from] candle_core::Error),
     #[error("{0}")]
     Unsupported(String),
+    #[error("{0}")]
+    ArchitectureMismatch(String),
 }

@@ -3,6 +3,7 @@
 //!
 //! The library has no terminal code: the `roformer` binary (crate `roformer-cli`) sits on top.
 
+pub mod atomic_file;
 pub mod config;
 pub mod device;
 pub mod dsp;

@@ -2,57 +2,24 @@
 //! (randomly initialised models; see tests/fixtures/models/mel_*/config.yaml), and of the mel band
 //! layout with librosa's filterbank (tests/fixtures/models/mel_bands).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use roformer::dsp::Stft;
+use common::{
+    check_chunk_stft, flat, load, models_dir, packed_input, reference, separate_chunk, snr_db,
+    Fixture,
+};
 use roformer::model::mel_bands::{mel_filterbank, MelBands};
-use roformer::model::{bs_roformer::pack_spectrograms, LoadedModel, MelBandRoformer, Network};
-use roformer::separate::Separator;
-use roformer::weights::{load_state_dict, StateDict};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models")
-}
-
-/// SNR of `ours` against `reference` in dB.
-fn snr_db(reference: &[f32], ours: &[f32]) -> f64 {
-    assert_eq!(reference.len(), ours.len(), "length mismatch");
-    let signal: f64 = reference.iter().map(|&r| (r as f64).powi(2)).sum();
-    let noise: f64 = reference
-        .iter()
-        .zip(ours)
-        .map(|(&r, &o)| (r as f64 - o as f64).powi(2))
-        .sum();
-    10.0 * (signal / noise.max(1e-30)).log10()
-}
-
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-}
+use roformer::model::{LoadedModel, MelBandRoformer, Network};
+use roformer::weights::load_state_dict;
 
 fn as_usize(t: &Tensor) -> Vec<usize> {
     flat(t).into_iter().map(|v| v as usize).collect()
 }
 
 const MODELS: &[&str] = &["mel_tiny_stereo", "mel_tiny_mono"];
-
-struct Fixture {
-    model: LoadedModel,
-    reference: StateDict,
-}
-
-fn load(name: &str) -> Fixture {
-    let dir = fixtures().join(name);
-    let model = LoadedModel::open(
-        &dir.join("model.ckpt"),
-        Some(&dir.join("config.yaml")),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let reference = load_state_dict(&dir.join("reference.safetensors")).unwrap();
-    Fixture { model, reference }
-}
 
 fn mel(f: &Fixture) -> &MelBandRoformer {
     match &f.model.network {
@@ -61,23 +28,9 @@ fn mel(f: &Fixture) -> &MelBandRoformer {
     }
 }
 
-fn reference(f: &Fixture, key: &str) -> Tensor {
-    f.reference
-        .get(key)
-        .unwrap_or_else(|| panic!("fixture lacks {key}"))
-        .clone()
-}
-
-/// The reference spectrogram `[1, (f s), t, 2]` as our packed input `[1, t, (f s 2)]`.
-fn packed_input(f: &Fixture) -> Tensor {
-    let x = reference(f, "stft_input").permute((0, 2, 1, 3)).unwrap();
-    let (b, t, fs, c) = x.dims4().unwrap();
-    x.reshape((b, t, fs * c)).unwrap()
-}
-
 #[test]
 fn band_layout_matches_librosa() {
-    let r = load_state_dict(&fixtures().join("mel_bands/reference.safetensors")).unwrap();
+    let r = load_state_dict(&models_dir().join("mel_bands/reference.safetensors")).unwrap();
     let cases = r.metadata["cases"].clone();
     for case in cases.split(';') {
         let v: Vec<usize> = case.split(',').map(|x| x.parse().unwrap()).collect();
@@ -126,21 +79,7 @@ fn models_gather_the_bins_msst_gathers() {
 
 #[test]
 fn stft_of_a_chunk_matches_the_model_input() {
-    for name in MODELS {
-        let f = load(name);
-        let m = &f.model.config.model;
-        let chunk = reference(&f, "chunk_input"); // [1, s, L]
-        let (_, channels, len) = chunk.dims3().unwrap();
-        let stft = Stft::new(m.stft_n_fft, m.stft_hop_length, m.stft_win_length).unwrap();
-        let specs: Vec<_> = flat(&chunk)
-            .chunks(len)
-            .map(|c| stft.forward(c).unwrap())
-            .collect();
-        let ours = pack_spectrograms(&specs, 1, channels, &Device::Cpu).unwrap();
-        let snr = snr_db(&flat(&packed_input(&f)), &flat(&ours));
-        println!("{name}: packed STFT SNR {snr:.1} dB");
-        assert!(snr > 100.0, "{name}: STFT SNR {snr:.1} dB");
-    }
+    check_chunk_stft(MODELS);
 }
 
 #[test]
@@ -179,13 +118,7 @@ fn averaged_masks_on_a_fixed_spectrogram_match_pytorch() {
 fn one_chunk_separates_like_pytorch() {
     for name in MODELS {
         let f = load(name);
-        let chunk = reference(&f, "chunk_input");
-        let (_, _, len) = chunk.dims3().unwrap();
-        let ours = f
-            .model
-            .network
-            .separate_batch(&flat(&chunk), 1, len)
-            .unwrap();
+        let (ours, len) = separate_chunk(&f);
         // [1, n, s, natural]: torch.istft's natural length unless match_input_audio_length.
         let theirs = reference(&f, "chunk_output");
         let natural = theirs.dims4().unwrap().3;
@@ -213,7 +146,7 @@ fn one_chunk_separates_like_pytorch() {
 
 #[test]
 fn uncoverable_band_layout_is_a_clear_error() {
-    let dir = fixtures().join("mel_tiny_mono");
+    let dir = models_dir().join("mel_tiny_mono");
     let text = std::fs::read_to_string(dir.join("config.yaml")).unwrap();
     let text = text.replace("  num_bands: 10\n", "  num_bands: 600\n");
     let config =

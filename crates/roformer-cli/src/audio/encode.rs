@@ -8,12 +8,12 @@
 //! round trip through an integer format is not the identity, exactly as with
 //! libsndfile.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
+use roformer::atomic_file::write_atomically;
 
 use super::Audio;
 
@@ -75,10 +75,10 @@ pub fn quantize(x: f32, bits: u32) -> i32 {
 }
 
 /// Writes `audio` to `path` in `format` without ever leaving a partial file at
-/// `path`: the data goes to a temporary sibling (`.<name>.partial-<pid>-<n>`
-/// in the same directory), is flushed and fsynced, then renamed over `path`
-/// (replacing an existing file). On any error the temporary file is removed
-/// and the error names `path`.
+/// `path` ([`roformer::atomic_file`]): the data goes to a temporary sibling
+/// (`.<name>.partial-<pid>-<n>` in the same directory), is flushed and fsynced,
+/// then renamed over `path` (replacing an existing file). On any error the
+/// temporary file is removed and the error names `path`.
 pub fn write_audio_atomic(path: &Path, audio: &Audio, format: OutputFormat) -> Result<()> {
     write_atomic_inner(path, audio, format)
         .with_context(|| format!("cannot write {}", path.display()))
@@ -97,60 +97,17 @@ fn write_atomic_inner(path: &Path, audio: &Audio, format: OutputFormat) -> Resul
         }
     }
 
-    let name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("the output path has no file name"))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(
-        ".partial-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let tmp = TempFile {
-        path: dir.join(tmp_name),
-    };
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp.path)
-        .with_context(|| format!("cannot create the temporary file {}", tmp.path.display()))?;
-
-    match (format, flac_bytes) {
-        (_, Some(bytes)) => (&file).write_all(&bytes)?,
-        (OutputFormat::Wav(pcm), None) => write_wav(&file, audio, pcm)?,
-        (OutputFormat::Flac(_), None) => unreachable!("FLAC is encoded above"),
-    }
-    file.sync_all()
-        .with_context(|| format!("cannot sync {}", tmp.path.display()))?;
-    drop(file);
-    std::fs::rename(&tmp.path, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.path.display(), path.display()))?;
-    std::mem::forget(tmp);
-    // Persist the rename itself; not possible on every platform, so best effort.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    write_atomically(path, |w| -> Result<()> {
+        match (format, flac_bytes) {
+            (_, Some(bytes)) => w.write_all(&bytes)?,
+            (OutputFormat::Wav(pcm), None) => write_wav(w, audio, pcm)?,
+            (OutputFormat::Flac(_), None) => unreachable!("FLAC is encoded above"),
+        }
+        Ok(())
+    })
 }
 
-/// Removes the file at `path` when dropped (i.e. on every error path).
-struct TempFile {
-    path: PathBuf,
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-fn write_wav(file: &File, audio: &Audio, pcm: PcmFormat) -> Result<()> {
+fn write_wav(out: &mut BufWriter<File>, audio: &Audio, pcm: PcmFormat) -> Result<()> {
     let (bits, sample_format) = match pcm {
         PcmFormat::Int16 => (16, hound::SampleFormat::Int),
         PcmFormat::Int24 => (24, hound::SampleFormat::Int),
@@ -162,7 +119,7 @@ fn write_wav(file: &File, audio: &Audio, pcm: PcmFormat) -> Result<()> {
         bits_per_sample: bits,
         sample_format,
     };
-    let mut w = hound::WavWriter::new(BufWriter::with_capacity(1 << 20, file), spec)?;
+    let mut w = hound::WavWriter::new(out, spec)?;
     let n = audio.frames();
     match pcm {
         PcmFormat::Int16 => {

@@ -3,17 +3,16 @@
 //! complex masking -> iSTFT.
 
 use candle_core::{Device, Module, Result as CResult, Tensor};
-use rayon::prelude::*;
 
 use super::band_split::BandSplit;
 use super::mask_estimator::{MaskEstimator, MlpShape};
 use super::rms_norm::RmsNorm;
 pub use super::spectral::pack_spectrograms;
-use super::spectral::{apply_masks, Reconstruction};
+use super::spectral::{analyse_batch, apply_masks, to_cpu_vec, Reconstruction};
 use super::transformer::AxialStack;
 use crate::config::ModelConfig;
 use crate::dsp::Stft;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::weights::WeightsView;
 
 #[derive(Debug, Clone)]
@@ -42,10 +41,8 @@ impl BsRoformer {
             hidden: cfg.dim * cfg.mlp_expansion_factor,
             linears: cfg.mask_depth(),
         };
-        let mut estimators_vb = vb.pp("mask_estimators");
-        let mask_estimators = (0..cfg.num_stems)
-            .map(|s| MaskEstimator::load(&mut estimators_vb.pp(s), mlp, &dim_inputs, device))
-            .collect::<Result<Vec<_>>>()?;
+        let mask_estimators =
+            MaskEstimator::load_per_stem(vb, cfg.num_stems, mlp, &dim_inputs, device)?;
         Ok(Self {
             config: cfg.clone(),
             device: device.clone(),
@@ -93,19 +90,8 @@ impl BsRoformer {
     /// is `[batch][stem][channel][sample]` flattened, each chunk reconstructed to `len` samples.
     pub fn separate_batch(&self, audio: &[f32], batch: usize, len: usize) -> Result<Vec<f32>> {
         let channels = self.channels();
-        if audio.len() != batch * channels * len {
-            return Err(Error::Audio(format!(
-                "expected {batch} x {channels} x {len} samples, got {}",
-                audio.len()
-            )));
-        }
-        let specs = audio
-            .par_chunks(len)
-            .map(|signal| self.stft.forward(signal))
-            .collect::<Result<Vec<_>>>()?;
-        let x = pack_spectrograms(&specs, batch, channels, &self.device)?;
-        let masks = self.masks(&x)?.to_device(&Device::Cpu)?;
-        let masks = masks.flatten_all()?.to_vec1::<f32>()?;
+        let (specs, x) = analyse_batch(&self.stft, audio, batch, channels, len, &self.device)?;
+        let masks = to_cpu_vec(&self.masks(&x)?)?;
         let rec = Reconstruction {
             stems: self.num_stems(),
             channels,

@@ -67,6 +67,20 @@ pub struct MaskEstimator {
 }
 
 impl MaskEstimator {
+    /// One estimator per stem, from `mask_estimators.<stem>` under `vb`.
+    pub fn load_per_stem(
+        vb: &mut WeightsView<'_>,
+        stems: usize,
+        shape: MlpShape,
+        dim_inputs: &[usize],
+        device: &Device,
+    ) -> Result<Vec<Self>> {
+        let mut estimators = vb.pp("mask_estimators");
+        (0..stems)
+            .map(|s| Self::load(&mut estimators.pp(s), shape, dim_inputs, device))
+            .collect()
+    }
+
     pub fn load(
         vb: &mut WeightsView<'_>,
         shape: MlpShape,

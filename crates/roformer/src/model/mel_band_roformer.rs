@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use super::band_split::BandSplit;
 use super::mask_estimator::{MaskEstimator, MlpShape};
 use super::mel_bands::MelBands;
-use super::spectral::{apply_masks, pack_spectrograms, Reconstruction};
+use super::spectral::{analyse_batch, apply_masks, to_cpu_vec, Reconstruction};
 use super::transformer::AxialStack;
 use crate::config::ModelConfig;
 use crate::dsp::Stft;
@@ -68,10 +68,8 @@ impl MelBandRoformer {
             hidden: cfg.dim * cfg.mlp_expansion_factor,
             linears: cfg.mask_depth() + 1,
         };
-        let mut estimators_vb = vb.pp("mask_estimators");
-        let mask_estimators = (0..cfg.num_stems)
-            .map(|s| MaskEstimator::load(&mut estimators_vb.pp(s), mlp, &dim_inputs, device))
-            .collect::<Result<Vec<_>>>()?;
+        let mask_estimators =
+            MaskEstimator::load_per_stem(vb, cfg.num_stems, mlp, &dim_inputs, device)?;
         Ok(Self {
             config: cfg.clone(),
             device: device.clone(),
@@ -150,10 +148,7 @@ impl MelBandRoformer {
     pub fn masks(&self, x: &Tensor) -> CResult<Tensor> {
         let band_masks = self.band_masks(x)?;
         let (b, n, t, _) = band_masks.dims4()?;
-        let flat = band_masks
-            .to_device(&Device::Cpu)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let flat = to_cpu_vec(&band_masks)?;
         let width = self.bands.num_freqs() * self.channels() * 2;
         Tensor::from_vec(
             self.average_band_masks(&flat),
@@ -169,20 +164,8 @@ impl MelBandRoformer {
     /// for chunk lengths that are not a multiple of the hop).
     pub fn separate_batch(&self, audio: &[f32], batch: usize, len: usize) -> Result<Vec<f32>> {
         let channels = self.channels();
-        if audio.len() != batch * channels * len {
-            return Err(Error::Audio(format!(
-                "expected {batch} x {channels} x {len} samples, got {}",
-                audio.len()
-            )));
-        }
-        let specs = audio
-            .par_chunks(len)
-            .map(|signal| self.stft.forward(signal))
-            .collect::<Result<Vec<_>>>()?;
-        let x = pack_spectrograms(&specs, batch, channels, &self.device)?;
-        let band_masks = self.band_masks(&x)?.to_device(&Device::Cpu)?;
-        let band_masks = band_masks.flatten_all()?.to_vec1::<f32>()?;
-        let masks = self.average_band_masks(&band_masks);
+        let (specs, x) = analyse_batch(&self.stft, audio, batch, channels, len, &self.device)?;
+        let masks = self.average_band_masks(&to_cpu_vec(&self.band_masks(&x)?)?);
         let istft_len = if self.config.match_input_audio_length {
             len
         } else {

@@ -37,8 +37,31 @@ pub enum Network {
     Mel(MelBandRoformer),
 }
 
+/// The architecture a checkpoint's key layout shows: BS-RoFormer has one `final_norm`, Mel-Band
+/// RoFormer ends every transformer in its own `norm` instead. `None` when neither is present.
+pub fn architecture_of(state: &StateDict) -> Option<Architecture> {
+    if state.contains("final_norm.gamma") {
+        Some(Architecture::BsRoformer)
+    } else if state.contains("layers.0.0.norm.gamma") {
+        Some(Architecture::MelBandRoformer)
+    } else {
+        None
+    }
+}
+
 impl Network {
     fn load(config: &MsstConfig, state: &mut StateDict, device: &Device) -> Result<Self> {
+        let wanted = config.model.architecture();
+        if let Some(found) = architecture_of(state).filter(|&found| found != wanted) {
+            return Err(Error::ArchitectureMismatch(format!(
+                "{} holds a {found} checkpoint, but the config describes a {wanted} ({})",
+                state.source().display(),
+                match wanted {
+                    Architecture::BsRoformer => "it has no `num_bands`",
+                    Architecture::MelBandRoformer => "it has `num_bands` and no `freqs_per_bands`",
+                }
+            )));
+        }
         let mut root = state.root();
         match config.model.architecture() {
             Architecture::BsRoformer => Ok(Network::Bs(BsRoformer::load(

@@ -1,12 +1,43 @@
-//! The spectral ends both models share: packing the mixture's STFT into the network input, and
-//! complex masking + iSTFT of the network's masks.
+//! The spectral ends both models share: the STFT of a batch of chunks packed into the network
+//! input, and complex masking + iSTFT of the network's masks.
 
 use candle_core::{Device, Result as CResult, Tensor};
 use rayon::prelude::*;
 use realfft::num_complex::Complex32;
 
 use crate::dsp::{Spectrogram, Stft};
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+/// The front of `separate_batch`: checks that `audio` (`[batch][channel][sample]` flattened) holds
+/// `batch * channels * len` samples, takes the STFT of every chunk and channel in parallel and
+/// packs them into the network input on `device`. Returns the spectrograms (in `audio`'s order,
+/// for [`apply_masks`]) and the packed input `[b, t, (f ch re/im)]`.
+pub(crate) fn analyse_batch(
+    stft: &Stft,
+    audio: &[f32],
+    batch: usize,
+    channels: usize,
+    len: usize,
+    device: &Device,
+) -> Result<(Vec<Spectrogram>, Tensor)> {
+    if audio.len() != batch * channels * len {
+        return Err(Error::Audio(format!(
+            "expected {batch} x {channels} x {len} samples, got {}",
+            audio.len()
+        )));
+    }
+    let specs = audio
+        .par_chunks(len)
+        .map(|signal| stft.forward(signal))
+        .collect::<Result<Vec<_>>>()?;
+    let x = pack_spectrograms(&specs, batch, channels, device)?;
+    Ok((specs, x))
+}
+
+/// All of a tensor's values, in row-major order, copied to the CPU.
+pub(crate) fn to_cpu_vec(t: &Tensor) -> CResult<Vec<f32>> {
+    t.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()
+}
 
 /// Packs per-(batch, channel) spectrograms into the model input `[b, t, (f ch re/im)]`.
 pub fn pack_spectrograms(

@@ -5,19 +5,18 @@
 //! little-endian `F32` and integers as little-endian `I64`, so that
 //! `model.load_state_dict(safetensors.torch.load_file(path), strict=True)` works in PyTorch.
 //!
-//! The file appears atomically: it is written under a hidden temporary name next to `path`,
-//! synced, then renamed over `path`. On any error nothing is left behind and an existing file
+//! The file appears atomically ([`crate::atomic_file`]): it is written under a hidden temporary
+//! name next to `path`, synced, then renamed over `path`. On any error nothing is left behind and an existing file
 //! at `path` is untouched.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::io::Write;
+use std::path::Path;
 
 use candle_core::{DType, Tensor};
 
 use super::WeightsError;
+use crate::atomic_file::AtomicFile;
 
 /// The largest header the `safetensors` readers accept.
 const MAX_HEADER: usize = 100_000_000;
@@ -66,36 +65,10 @@ pub fn save_safetensors(
         )));
     }
 
-    let name = path
-        .file_name()
-        .ok_or_else(|| write_err("the output path has no file name".into()))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(
-        ".partial-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let tmp_path = dir.join(tmp_name);
-    let out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp_path)
-        .map_err(|e| {
-            write_err(format!(
-                "cannot create the temporary file {}: {e}",
-                tmp_path.display()
-            ))
-        })?;
-    let tmp = TempFile(tmp_path);
-    let io_err = |e: std::io::Error| write_err(format!("{}: {e}", tmp.0.display()));
-
-    let mut w = BufWriter::with_capacity(1 << 20, &out);
+    let mut out = AtomicFile::create(path).map_err(|e| write_err(e.to_string()))?;
+    let temp = out.temp_path().to_path_buf();
+    let io_err = |e: std::io::Error| write_err(format!("{}: {e}", temp.display()));
+    let w = out.writer();
     w.write_all(&(header.len() as u64).to_le_bytes())
         .and_then(|()| w.write_all(header.as_bytes()))
         .map_err(io_err)?;
@@ -104,18 +77,7 @@ pub fn save_safetensors(
             .map_err(|e| write_err(format!("cannot convert tensor `{name}`: {e}")))?;
         w.write_all(&bytes).map_err(io_err)?;
     }
-    w.flush().map_err(io_err)?;
-    drop(w);
-    out.sync_all().map_err(io_err)?;
-    drop(out);
-    std::fs::rename(&tmp.0, path)
-        .map_err(|e| write_err(format!("cannot rename {} to it: {e}", tmp.0.display())))?;
-    std::mem::forget(tmp);
-    // Persist the rename itself; not possible on every platform, so best effort.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    out.commit().map_err(|e| write_err(e.to_string()))
 }
 
 /// How a tensor is stored; the order is the order in the file.
@@ -216,20 +178,12 @@ fn le_bytes(kind: Kind, tensor: &Tensor) -> candle_core::Result<Vec<u8>> {
     })
 }
 
-/// Removes the file when dropped (i.e. on every error path).
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::weights::load_state_dict;
     use candle_core::Device;
+    use std::path::PathBuf;
 
     fn scratch(name: &str) -> PathBuf {
         let dir =

@@ -1,0 +1,96 @@
+//! Helpers shared by the parity tests (`parity.rs`, `mel_parity.rs`): fixture paths, fixture
+//! models with their PyTorch reference tensors, and comparing outputs.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use roformer::dsp::Stft;
+use roformer::model::{bs_roformer::pack_spectrograms, LoadedModel};
+use roformer::separate::Separator;
+use roformer::weights::{load_state_dict, StateDict};
+
+/// `tests/fixtures/models` at the workspace root (made by `tools/gen_fixtures.py`).
+pub fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models")
+}
+
+/// SNR of `ours` against `reference` in dB.
+pub fn snr_db(reference: &[f32], ours: &[f32]) -> f64 {
+    assert_eq!(reference.len(), ours.len(), "length mismatch");
+    let signal: f64 = reference.iter().map(|&r| (r as f64).powi(2)).sum();
+    let noise: f64 = reference
+        .iter()
+        .zip(ours)
+        .map(|(&r, &o)| (r as f64 - o as f64).powi(2))
+        .sum();
+    10.0 * (signal / noise.max(1e-30)).log10()
+}
+
+pub fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+/// A fixture model (on the CPU) and the tensors PyTorch computed with it.
+pub struct Fixture {
+    pub model: LoadedModel,
+    pub reference: StateDict,
+}
+
+/// Loads `models_dir()/name`: `model.ckpt`, `config.yaml` and `reference.safetensors`.
+pub fn load(name: &str) -> Fixture {
+    let dir = models_dir().join(name);
+    let model = LoadedModel::open(
+        &dir.join("model.ckpt"),
+        Some(&dir.join("config.yaml")),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let reference = load_state_dict(&dir.join("reference.safetensors")).unwrap();
+    Fixture { model, reference }
+}
+
+pub fn reference(f: &Fixture, key: &str) -> Tensor {
+    f.reference
+        .get(key)
+        .unwrap_or_else(|| panic!("fixture lacks {key}"))
+        .clone()
+}
+
+/// The reference spectrogram `[1, (f s), t, 2]` as our packed input `[1, t, (f s 2)]`.
+pub fn packed_input(f: &Fixture) -> Tensor {
+    let x = reference(f, "stft_input").permute((0, 2, 1, 3)).unwrap();
+    let (b, t, fs, c) = x.dims4().unwrap();
+    x.reshape((b, t, fs * c)).unwrap()
+}
+
+/// Our packed STFT of each model's `chunk_input` matches PyTorch's model input.
+pub fn check_chunk_stft(models: &[&str]) {
+    for name in models {
+        let f = load(name);
+        let m = &f.model.config.model;
+        let chunk = reference(&f, "chunk_input"); // [1, s, L]
+        let (_, channels, len) = chunk.dims3().unwrap();
+        let stft = Stft::new(m.stft_n_fft, m.stft_hop_length, m.stft_win_length).unwrap();
+        let specs: Vec<_> = flat(&chunk)
+            .chunks(len)
+            .map(|c| stft.forward(c).unwrap())
+            .collect();
+        let ours = pack_spectrograms(&specs, 1, channels, &Device::Cpu).unwrap();
+        let snr = snr_db(&flat(&packed_input(&f)), &flat(&ours));
+        println!("{name}: packed STFT SNR {snr:.1} dB");
+        assert!(snr > 100.0, "{name}: STFT SNR {snr:.1} dB");
+    }
+}
+
+/// The model's separation of the fixture's `chunk_input` (`[1][stem][ch][len]` flattened), and
+/// the chunk length `len`.
+pub fn separate_chunk(f: &Fixture) -> (Vec<f32>, usize) {
+    let chunk = reference(f, "chunk_input");
+    let (_, _, len) = chunk.dims3().unwrap();
+    let ours = f
+        .model
+        .network
+        .separate_batch(&flat(&chunk), 1, len)
+        .unwrap();
+    (ours, len)
+}
