@@ -2,6 +2,7 @@
 
 mod audio;
 mod convert;
+mod eval;
 mod inputs;
 mod inspect;
 mod separate;
@@ -25,6 +26,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Write one .safetensors file holding the weights and the YAML config (PyTorch-loadable).
     Convert(convert::ConvertArgs),
+    /// Score separated stems against references: global SDR, SI-SDR, BSSEval v4, fullness, bleedless.
+    Eval(eval::EvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Separate(args) => separate::run(args),
         Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
         Command::Convert(args) => convert::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(code) => code,

@@ -94,7 +94,7 @@ pub struct SeparateArgs {
     pub threads: Option<usize>,
 }
 
-fn parse_algorithm(s: &str) -> Result<EnsembleAlgorithm, String> {
+pub fn parse_algorithm(s: &str) -> Result<EnsembleAlgorithm, String> {
     s.parse().map_err(|e| format!("{e}"))
 }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod device;
 pub mod dsp;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod separate;
 pub mod weights;
