@@ -14,13 +14,12 @@ use roformer::metrics::{
     bleedless_fullness, bss_eval_v4, nanmean, nanmedian, sdr, si_sdr, BssEvalOptions, BssFrames,
     BssScores,
 };
-use roformer::separate::EnsembleAlgorithm;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
 use crate::audio::{decode_file, Audio};
 use crate::inputs;
-use crate::separate::{self, FileFormat, Pcm, SeparateArgs};
+use crate::separate::{self, FileFormat, ModelArgs, Pcm, SeparateArgs};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -29,15 +28,18 @@ pub struct EvalArgs {
     #[arg(short, long, value_name = "REF")]
     pub references: PathBuf,
     /// Separated stems to score, in the layout `separate` writes: EST/<track>/<stem>.wav.
-    #[arg(short, long, value_name = "EST", required_unless_present = "model")]
+    #[arg(
+        short,
+        long,
+        value_name = "EST",
+        required_unless_present = "model",
+        conflicts_with = "model"
+    )]
     pub estimates: Option<PathBuf>,
-    /// Separate REF/<track>/mixture.* with this model first, then score its stems (repeat for an
-    /// ensemble, as with `separate`).
-    #[arg(short, long, conflicts_with = "estimates")]
-    pub model: Vec<PathBuf>,
-    /// The model's MSST YAML config (as with `separate`).
-    #[arg(short, long, requires = "model")]
-    pub config: Vec<PathBuf>,
+    /// Separate REF/<track>/mixture.* first with these model options (as with `separate`), then
+    /// score its stems.
+    #[command(flatten)]
+    pub models: ModelArgs,
     /// With --model: keep the separated stems in this folder (default: a temporary folder that
     /// is removed afterwards). Existing stems there are replaced.
     #[arg(long, value_name = "DIR", requires = "model")]
@@ -45,27 +47,6 @@ pub struct EvalArgs {
     /// With --model: also write and score `instrumental` = mixture - vocals.
     #[arg(long, requires = "model")]
     pub instrumental: bool,
-    /// With several models: how their stems are combined (as with `separate`).
-    #[arg(long, default_value = "avg_wave", value_parser = separate::parse_algorithm)]
-    pub ensemble: EnsembleAlgorithm,
-    /// With several models: ensemble weights, comma-separated.
-    #[arg(long, value_delimiter = ',')]
-    pub weights: Option<Vec<f64>>,
-    /// With --model: test-time augmentation (as with `separate`).
-    #[arg(long)]
-    pub tta: bool,
-    /// With --model: compute device: cpu, cuda, cuda:N, metal.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// With --model: chunks overlapping each sample.
-    #[arg(long)]
-    pub overlap: Option<usize>,
-    /// With --model: samples per chunk.
-    #[arg(long)]
-    pub chunk_size: Option<usize>,
-    /// With --model: chunks per model call.
-    #[arg(long)]
-    pub batch_size: Option<usize>,
     /// Write the scores as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -190,16 +171,8 @@ fn separate_mixtures(args: &EvalArgs, tracks: &[Track]) -> Result<(PathBuf, Opti
     };
     let sep = SeparateArgs {
         inputs,
-        model: args.model.clone(),
-        config: args.config.clone(),
-        ensemble: args.ensemble,
-        weights: args.weights.clone(),
-        tta: args.tta,
+        models: args.models.clone(),
         output: output.clone(),
-        device: args.device.clone(),
-        overlap: args.overlap,
-        chunk_size: args.chunk_size,
-        batch_size: args.batch_size,
         format: FileFormat::Wav,
         pcm: Pcm::Float32,
         instrumental: args.instrumental,

@@ -36,14 +36,12 @@ pub enum Pcm {
     Float32,
 }
 
-#[derive(Debug, Args)]
-pub struct SeparateArgs {
-    /// Audio files, or folders searched recursively for audio files.
-    #[arg(required = true)]
-    pub inputs: Vec<PathBuf>,
+/// Which model(s) separate, and how: shared by `separate` and `eval --model`.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
     /// Model weights: an MSST checkpoint (.ckpt/.pth) or .safetensors. Repeat for an ensemble:
     /// stems with the same name are combined with --ensemble.
-    #[arg(short, long, required = true)]
+    #[arg(short, long)]
     pub model: Vec<PathBuf>,
     /// The model's MSST YAML config (not needed for a .safetensors made by `roformer convert`).
     /// With several models: one per --model, in the same order, or none at all.
@@ -59,9 +57,6 @@ pub struct SeparateArgs {
     /// polarity-inverted track and average the three results (3x slower).
     #[arg(long)]
     pub tta: bool,
-    /// Output folder; each input gets a sub-folder named after it.
-    #[arg(short, long, default_value = "separated")]
-    pub output: PathBuf,
     /// Compute device: cpu, cuda, cuda:N, metal.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -74,6 +69,18 @@ pub struct SeparateArgs {
     /// Chunks per model call (overrides inference.batch_size; results do not depend on it).
     #[arg(long)]
     pub batch_size: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct SeparateArgs {
+    /// Audio files, or folders searched recursively for audio files.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub models: ModelArgs,
+    /// Output folder; each input gets a sub-folder named after it.
+    #[arg(short, long, default_value = "separated")]
+    pub output: PathBuf,
     /// Output file format.
     #[arg(long, value_enum, default_value = "wav")]
     pub format: FileFormat,
@@ -94,7 +101,7 @@ pub struct SeparateArgs {
     pub threads: Option<usize>,
 }
 
-pub fn parse_algorithm(s: &str) -> Result<EnsembleAlgorithm, String> {
+fn parse_algorithm(s: &str) -> Result<EnsembleAlgorithm, String> {
     s.parse().map_err(|e| format!("{e}"))
 }
 
@@ -155,18 +162,22 @@ fn load_member(
     device: &roformer::Device,
     weight: f64,
 ) -> Result<Member> {
-    let path = args.model[index].clone();
+    let path = args.models.model[index].clone();
     let loaded = Instant::now();
-    let mut model = LoadedModel::open(&path, args.config.get(index).map(PathBuf::as_path), device)
-        .with_context(|| format!("cannot load model {}", path.display()))?;
+    let mut model = LoadedModel::open(
+        &path,
+        args.models.config.get(index).map(PathBuf::as_path),
+        device,
+    )
+    .with_context(|| format!("cannot load model {}", path.display()))?;
     let config = &mut model.config;
-    if let Some(c) = args.chunk_size {
+    if let Some(c) = args.models.chunk_size {
         config.inference.chunk_size = Some(c);
     }
-    if let Some(o) = args.overlap {
+    if let Some(o) = args.models.overlap {
         config.inference.num_overlap = o;
     }
-    if let Some(b) = args.batch_size {
+    if let Some(b) = args.models.batch_size {
         config.inference.batch_size = b;
     }
     let options = DemixOptions {
@@ -186,8 +197,8 @@ fn load_member(
         );
     }
     if !args.quiet {
-        let number = if args.model.len() > 1 {
-            format!(" {}/{}", index + 1, args.model.len())
+        let number = if args.models.model.len() > 1 {
+            format!(" {}/{}", index + 1, args.models.model.len())
         } else {
             String::new()
         };
@@ -196,7 +207,7 @@ fn load_member(
             path.display(),
             model.parameters as f64 / 1e6,
             model.config.stem_names().join(", "),
-            args.device,
+            args.models.device,
             loaded.elapsed().as_secs_f64()
         );
     }
@@ -211,15 +222,18 @@ fn load_member(
 pub fn run(args: SeparateArgs) -> Result<ExitCode> {
     configure_threads(args.threads)?;
     let format = output_format(args.format, args.pcm)?;
-    let n = args.model.len();
-    if !args.config.is_empty() && args.config.len() != n {
+    let n = args.models.model.len();
+    if n == 0 {
+        bail!("give at least one --model");
+    }
+    if !args.models.config.is_empty() && args.models.config.len() != n {
         bail!(
             "{n} --model but {} --config: give one --config per --model, in the same order \
              (or none, for .safetensors models that carry their config)",
-            args.config.len()
+            args.models.config.len()
         );
     }
-    let weights = match &args.weights {
+    let weights = match &args.models.weights {
         Some(w) if w.len() != n => {
             bail!(
                 "{} --weights for {n} --model: give one weight per model",
@@ -232,7 +246,7 @@ pub fn run(args: SeparateArgs) -> Result<ExitCode> {
         Some(w) => w.clone(),
         None => vec![1.0; n],
     };
-    let device = roformer::device::open_device(&args.device)?;
+    let device = roformer::device::open_device(&args.models.device)?;
     let members = (0..n)
         .map(|i| load_member(&args, i, &device, weights[i]))
         .collect::<Result<Vec<_>>>()?;
@@ -270,7 +284,7 @@ pub fn run(args: SeparateArgs) -> Result<ExitCode> {
         }
     }
     if n > 1 && !args.quiet {
-        let weights = if args.ensemble.uses_weights() {
+        let weights = if args.models.ensemble.uses_weights() {
             let w: Vec<String> = weights.iter().map(f64::to_string).collect();
             format!(", weights {}", w.join(", "))
         } else {
@@ -278,7 +292,7 @@ pub fn run(args: SeparateArgs) -> Result<ExitCode> {
         };
         eprintln!(
             "Ensemble of {n} models: {}{weights}; stems: {}",
-            args.ensemble,
+            args.models.ensemble,
             stems.join(", ")
         );
     }
@@ -433,7 +447,7 @@ impl Job<'_> {
                 mix,
                 &m.options,
                 m.model.config.inference.normalize,
-                self.args.tta,
+                self.args.models.tta,
                 &mut on_progress,
             )
             .with_context(|| format!("model {}", m.path.display()))?;
@@ -455,7 +469,7 @@ impl Job<'_> {
                 if signals.len() == 1 {
                     return Ok(signals.pop().unwrap_or_default());
                 }
-                ensemble(&signals, Some(&weights), self.args.ensemble)
+                ensemble(&signals, Some(&weights), self.args.models.ensemble)
                     .with_context(|| format!("cannot combine the models' {stem} stems"))
             })
             .collect()
