@@ -5,6 +5,7 @@
 
 pub mod atomic_file;
 pub mod config;
+pub mod cpu;
 pub mod device;
 pub mod dsp;
 pub mod error;

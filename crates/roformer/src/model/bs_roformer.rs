@@ -28,7 +28,12 @@ pub struct BsRoformer {
 
 impl BsRoformer {
     /// Builds the model from weights under MSST's key names (the view's root).
-    pub fn load(config: &ModelConfig, vb: &mut WeightsView<'_>, device: &Device) -> Result<Self> {
+    pub fn load(
+        config: &ModelConfig,
+        vb: &mut WeightsView<'_>,
+        device: &Device,
+        _options: super::LoadOptions,
+    ) -> Result<Self> {
         let cfg = config;
         let dim_inputs = cfg.band_input_dims();
         let band_split = BandSplit::load(&mut vb.pp("band_split"), cfg.dim, &dim_inputs, device)?;

@@ -44,7 +44,12 @@ impl MelBandRoformer {
     ///
     /// The mel bands come from the config (`num_bands`, `sample_rate`, `stft_n_fft`); a layout
     /// that leaves a bin or a band empty is an [`Error::Unsupported`] naming the values.
-    pub fn load(config: &ModelConfig, vb: &mut WeightsView<'_>, device: &Device) -> Result<Self> {
+    pub fn load(
+        config: &ModelConfig,
+        vb: &mut WeightsView<'_>,
+        device: &Device,
+        _options: super::LoadOptions,
+    ) -> Result<Self> {
         let cfg = config;
         let num_bands = cfg.num_bands.ok_or_else(|| {
             Error::Unsupported("a Mel-Band RoFormer config needs model.num_bands".into())

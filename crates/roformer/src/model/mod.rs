@@ -23,6 +23,7 @@ use std::path::Path;
 use candle_core::Device;
 
 use crate::config::{Architecture, MsstConfig};
+use crate::cpu::{Engine, Precision};
 use crate::error::{Error, Result};
 use crate::separate::Separator;
 use crate::weights::{load_state_dict, StateDict};
@@ -50,7 +51,12 @@ pub fn architecture_of(state: &StateDict) -> Option<Architecture> {
 }
 
 impl Network {
-    fn load(config: &MsstConfig, state: &mut StateDict, device: &Device) -> Result<Self> {
+    fn load(
+        config: &MsstConfig,
+        state: &mut StateDict,
+        device: &Device,
+        options: LoadOptions,
+    ) -> Result<Self> {
         let wanted = config.model.architecture();
         if let Some(found) = architecture_of(state).filter(|&found| found != wanted) {
             return Err(Error::ArchitectureMismatch(format!(
@@ -68,11 +74,13 @@ impl Network {
                 &config.model,
                 &mut root,
                 device,
+                options,
             )?)),
             Architecture::MelBandRoformer => Ok(Network::Mel(MelBandRoformer::load(
                 &config.model,
                 &mut root,
                 device,
+                options,
             )?)),
         }
     }
@@ -99,6 +107,14 @@ impl Separator for Network {
     }
 }
 
+/// How a model is built for running: the engine and, on the fused CPU engine, the precision of
+/// the transformer's matrix products.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    pub engine: Engine,
+    pub precision: Precision,
+}
+
 /// A network with its config, ready to separate.
 #[derive(Debug, Clone)]
 pub struct LoadedModel {
@@ -112,6 +128,16 @@ impl LoadedModel {
     /// Reads a checkpoint and builds the network its config describes; every tensor must be used.
     /// Without a config file, the config stored in the checkpoint's metadata is used.
     pub fn open(weights: &Path, config: Option<&Path>, device: &Device) -> Result<Self> {
+        Self::open_with(weights, config, device, LoadOptions::default())
+    }
+
+    /// [`LoadedModel::open`] with a chosen engine and precision.
+    pub fn open_with(
+        weights: &Path,
+        config: Option<&Path>,
+        device: &Device,
+        options: LoadOptions,
+    ) -> Result<Self> {
         let state = load_state_dict(weights)?;
         let config = match config {
             Some(path) => MsstConfig::from_file(path)?,
@@ -125,16 +151,21 @@ impl LoadedModel {
                 }
             },
         };
-        Self::from_state_dict(config, state, device)
+        Self::from_state_dict_with(config, state, device, options)
     }
 
-    pub fn from_state_dict(
+    pub fn from_state_dict(config: MsstConfig, state: StateDict, device: &Device) -> Result<Self> {
+        Self::from_state_dict_with(config, state, device, LoadOptions::default())
+    }
+
+    pub fn from_state_dict_with(
         config: MsstConfig,
         mut state: StateDict,
         device: &Device,
+        options: LoadOptions,
     ) -> Result<Self> {
         let parameters = state.num_parameters();
-        let network = Network::load(&config, &mut state, device)?;
+        let network = Network::load(&config, &mut state, device, options)?;
         state.finish()?;
         Ok(Self {
             config,

@@ -1,0 +1,11 @@
+//! The fused CPU engine: the transformer stacks on plain `f32` buffers with our own kernels
+//! (row-tiled matmuls through `gemm`, blocked attention, fused norms and activations), and
+//! quantised matrix products. The candle path in [`crate::model`] stays the reference it is
+//! tested against.
+
+pub mod int8;
+pub mod precision;
+pub mod weight;
+
+pub use precision::{Engine, Precision};
+pub use weight::Weight;

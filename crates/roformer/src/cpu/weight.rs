@@ -1,0 +1,155 @@
+//! A `nn.Linear` weight `[out, in]` stored for the CPU engine's matrix products.
+
+use gemm::Parallelism;
+use half::bf16;
+use rayon::prelude::*;
+
+use super::int8::Int8Matrix;
+use super::precision::Precision;
+
+/// A weight matrix `[out, in]` (PyTorch layout) in the storage its precision asks for.
+#[derive(Debug, Clone)]
+pub enum Weight {
+    F32 {
+        data: Vec<f32>,
+        out: usize,
+        inp: usize,
+    },
+    Bf16 {
+        data: Vec<bf16>,
+        out: usize,
+        inp: usize,
+    },
+    Int8(Int8Matrix),
+}
+
+impl Weight {
+    pub fn new(data: Vec<f32>, out: usize, inp: usize, precision: Precision) -> Self {
+        assert_eq!(
+            data.len(),
+            out * inp,
+            "weight of {out}x{inp} with {} values",
+            data.len()
+        );
+        match precision {
+            Precision::F32 => Weight::F32 { data, out, inp },
+            Precision::Bf16 => Weight::Bf16 {
+                data: data.iter().map(|&v| bf16::from_f32(v)).collect(),
+                out,
+                inp,
+            },
+            Precision::Int8 => Weight::Int8(Int8Matrix::quantize(&data, out, inp)),
+        }
+    }
+
+    pub fn out_dim(&self) -> usize {
+        match self {
+            Weight::F32 { out, .. } | Weight::Bf16 { out, .. } => *out,
+            Weight::Int8(w) => w.rows(),
+        }
+    }
+
+    pub fn in_dim(&self) -> usize {
+        match self {
+            Weight::F32 { inp, .. } | Weight::Bf16 { inp, .. } => *inp,
+            Weight::Int8(w) => w.cols(),
+        }
+    }
+
+    /// Bytes the stored weight takes.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Weight::F32 { data, .. } => data.len() * 4,
+            Weight::Bf16 { data, .. } => data.len() * 2,
+            Weight::Int8(w) => w.bytes(),
+        }
+    }
+
+    /// `out[m, out_dim] = a[m, in_dim] . W^T`, added to `out` when `accumulate`.
+    pub fn matmul(&self, a: &[f32], m: usize, out: &mut [f32], accumulate: bool) {
+        let (n, k) = (self.out_dim(), self.in_dim());
+        assert!(
+            a.len() >= m * k && out.len() >= m * n,
+            "matmul buffers too small"
+        );
+        match self {
+            Weight::F32 { data, .. } => gemm_f32(a, m, data, n, k, out, accumulate),
+            Weight::Bf16 { data, .. } => {
+                // Widen once per call: the rows of a tile outnumber the weight's by far.
+                let wide: Vec<f32> = data.par_iter().map(|v| v.to_f32()).collect();
+                gemm_f32(a, m, &wide, n, k, out, accumulate);
+            }
+            Weight::Int8(w) => super::int8::matmul(a, m, w, out, accumulate),
+        }
+    }
+}
+
+/// `out[m, n] (+)= a[m, k] . w[n, k]^T`, row-major, on all of rayon's threads.
+pub fn gemm_f32(a: &[f32], m: usize, w: &[f32], n: usize, k: usize, out: &mut [f32], acc: bool) {
+    gemm_f32_with(a, m, w, n, k, out, acc, parallelism(m * n * k));
+}
+
+/// [`gemm_f32`] on the calling thread only (for work already spread over threads).
+pub fn gemm_f32_serial(
+    a: &[f32],
+    m: usize,
+    w: &[f32],
+    n: usize,
+    k: usize,
+    out: &mut [f32],
+    acc: bool,
+) {
+    gemm_f32_with(a, m, w, n, k, out, acc, Parallelism::None);
+}
+
+fn parallelism(work: usize) -> Parallelism {
+    let threads = rayon::current_num_threads();
+    // Below about a million multiply-adds a thread hand-off costs more than it saves.
+    if threads > 1 && work >= 1 << 20 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_f32_with(
+    a: &[f32],
+    m: usize,
+    w: &[f32],
+    n: usize,
+    k: usize,
+    out: &mut [f32],
+    acc: bool,
+    par: Parallelism,
+) {
+    assert!(a.len() >= m * k && w.len() >= n * k && out.len() >= m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the asserts above keep every index the strides produce inside the three slices;
+    // `out` does not alias `a` or `w` (distinct borrows).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            acc,
+            a.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
