@@ -8,8 +8,8 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use common::{
-    check_chunk_stft, flat, load, models_dir, packed_input, reference, separate_chunk, snr_db,
-    Fixture,
+    check_chunk_stft, check_engines_and_precisions, chunk_output_snr, flat, load, models_dir,
+    packed_input, reference, separate_chunk, snr_db, Fixture,
 };
 use roformer::model::mel_bands::{mel_filterbank, MelBands};
 use roformer::model::{LoadedModel, MelBandRoformer, Network};
@@ -128,17 +128,7 @@ fn one_chunk_separates_like_pytorch() {
             len / f.model.config.model.stft_hop_length * f.model.config.model.stft_hop_length
         };
         assert_eq!(natural, expected, "{name}: reference length");
-        let theirs = flat(&theirs);
-        let mut head = Vec::new();
-        for (row, ref_row) in ours.chunks(len).zip(theirs.chunks(natural)) {
-            head.extend_from_slice(&row[..natural]);
-            assert!(
-                row[natural..].iter().all(|&v| v == 0.0),
-                "{name}: samples past the iSTFT length are zero"
-            );
-            assert_eq!(ref_row.len(), natural);
-        }
-        let snr = snr_db(&theirs, &head);
+        let snr = chunk_output_snr(&f, &ours, len);
         println!("{name}: chunk output SNR {snr:.1} dB (natural length {natural} of {len})");
         assert!(snr >= 60.0, "{name}: chunk output SNR {snr:.1} dB");
     }
@@ -156,4 +146,9 @@ fn uncoverable_band_layout_is_a_clear_error() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("num_bands") && err.contains("600"), "{err}");
+}
+
+#[test]
+fn every_engine_and_precision_tracks_the_reference() {
+    check_engines_and_precisions(MODELS);
 }

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{
-    check_chunk_stft, flat, load, models_dir, packed_input, reference, separate_chunk, snr_db,
-    Fixture,
+    check_chunk_stft, check_engines_and_precisions, chunk_output_snr, flat, load, models_dir,
+    packed_input, reference, separate_chunk, snr_db, Fixture,
 };
 use roformer::dsp::Stft;
 use roformer::model::{BsRoformer, Network};
@@ -52,9 +52,8 @@ fn masks_on_a_fixed_spectrogram_match_pytorch() {
 fn one_chunk_separates_like_pytorch() {
     for name in MODELS {
         let f = load(name);
-        let (ours, _) = separate_chunk(&f);
-        let theirs = flat(&reference(&f, "chunk_output"));
-        let snr = snr_db(&theirs, &ours);
+        let (ours, len) = separate_chunk(&f);
+        let snr = chunk_output_snr(&f, &ours, len);
         println!("{name}: chunk output SNR {snr:.1} dB");
         assert!(snr >= 60.0, "{name}: chunk output SNR {snr:.1} dB");
     }
@@ -105,4 +104,9 @@ fn stft_and_istft_match_torch() {
             assert!(snr > bar, "{key}: {snr:.1} dB");
         }
     }
+}
+
+#[test]
+fn every_engine_and_precision_tracks_the_reference() {
+    check_engines_and_precisions(MODELS);
 }

@@ -3,8 +3,13 @@
 //! quantised matrix products. The candle path in [`crate::model`] stays the reference it is
 //! tested against.
 
+mod attention;
 pub mod int8;
+mod kernels;
+pub mod mask_estimator;
 pub mod precision;
+mod simd;
+pub mod transformer;
 pub mod weight;
 
 pub use precision::{Engine, Precision};

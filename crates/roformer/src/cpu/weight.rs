@@ -2,7 +2,6 @@
 
 use gemm::Parallelism;
 use half::bf16;
-use rayon::prelude::*;
 
 use super::int8::Int8Matrix;
 use super::precision::Precision;
@@ -65,21 +64,32 @@ impl Weight {
         }
     }
 
-    /// `out[m, out_dim] = a[m, in_dim] . W^T`, added to `out` when `accumulate`.
+    /// `out[m, out_dim] = a[m, in_dim] . W^T`, added to `out` when `accumulate`, on all of
+    /// rayon's threads.
     pub fn matmul(&self, a: &[f32], m: usize, out: &mut [f32], accumulate: bool) {
+        let work = m * self.out_dim() * self.in_dim();
+        self.matmul_with(a, m, out, accumulate, parallelism(work));
+    }
+
+    /// [`Weight::matmul`] on the calling thread (for work already spread over threads).
+    pub fn matmul_serial(&self, a: &[f32], m: usize, out: &mut [f32], accumulate: bool) {
+        self.matmul_with(a, m, out, accumulate, Parallelism::None);
+    }
+
+    fn matmul_with(&self, a: &[f32], m: usize, out: &mut [f32], acc: bool, par: Parallelism) {
         let (n, k) = (self.out_dim(), self.in_dim());
         assert!(
             a.len() >= m * k && out.len() >= m * n,
             "matmul buffers too small"
         );
         match self {
-            Weight::F32 { data, .. } => gemm_f32(a, m, data, n, k, out, accumulate),
+            Weight::F32 { data, .. } => gemm_f32_with(a, m, data, n, k, out, acc, par),
             Weight::Bf16 { data, .. } => {
                 // Widen once per call: the rows of a tile outnumber the weight's by far.
-                let wide: Vec<f32> = data.par_iter().map(|v| v.to_f32()).collect();
-                gemm_f32(a, m, &wide, n, k, out, accumulate);
+                let wide: Vec<f32> = data.iter().map(|v| v.to_f32()).collect();
+                gemm_f32_with(a, m, &wide, n, k, out, acc, par);
             }
-            Weight::Int8(w) => super::int8::matmul(a, m, w, out, accumulate),
+            Weight::Int8(w) => super::int8::matmul(a, m, w, out, acc),
         }
     }
 }

@@ -16,13 +16,13 @@ const MAX_SCORE_ELEMENTS: usize = 1 << 26;
 
 #[derive(Debug, Clone)]
 pub struct Attention {
-    heads: usize,
-    dim_head: usize,
-    norm: RmsNorm,
-    to_qkv: Linear,
-    to_gates: Linear,
-    to_out: Linear,
-    rope: Rope,
+    pub(crate) heads: usize,
+    pub(crate) dim_head: usize,
+    pub(crate) norm: RmsNorm,
+    pub(crate) to_qkv: Linear,
+    pub(crate) to_gates: Linear,
+    pub(crate) to_out: Linear,
+    pub(crate) rope: Rope,
 }
 
 impl Attention {

@@ -5,25 +5,25 @@
 use candle_core::{Device, Module, Result as CResult, Tensor};
 
 use super::band_split::BandSplit;
-use super::mask_estimator::{MaskEstimator, MlpShape};
+use super::mask_estimator::{MaskHeads, MlpShape};
 use super::rms_norm::RmsNorm;
 pub use super::spectral::pack_spectrograms;
 use super::spectral::{analyse_batch, apply_masks, to_cpu_vec, Reconstruction};
-use super::transformer::AxialStack;
+use super::transformer::Stack;
 use crate::config::ModelConfig;
 use crate::dsp::Stft;
 use crate::error::Result;
 use crate::weights::WeightsView;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BsRoformer {
     config: ModelConfig,
     device: Device,
     stft: Stft,
     band_split: BandSplit,
-    layers: AxialStack,
+    layers: Stack,
     final_norm: RmsNorm,
-    mask_estimators: Vec<MaskEstimator>,
+    mask_estimators: MaskHeads,
 }
 
 impl BsRoformer {
@@ -32,13 +32,13 @@ impl BsRoformer {
         config: &ModelConfig,
         vb: &mut WeightsView<'_>,
         device: &Device,
-        _options: super::LoadOptions,
+        options: super::LoadOptions,
     ) -> Result<Self> {
         let cfg = config;
         let dim_inputs = cfg.band_input_dims();
         let band_split = BandSplit::load(&mut vb.pp("band_split"), cfg.dim, &dim_inputs, device)?;
         // BS transformers have no output norm; one final norm follows the stack.
-        let layers = AxialStack::load(cfg, false, &mut vb.pp("layers"), device)?;
+        let layers = Stack::load(cfg, false, &mut vb.pp("layers"), device, options)?;
         let final_norm = RmsNorm::load(&mut vb.pp("final_norm"), cfg.dim, device)?;
         // BS-RoFormer's MLP(depth) has `depth` Linears.
         let mlp = MlpShape {
@@ -47,7 +47,7 @@ impl BsRoformer {
             linears: cfg.mask_depth(),
         };
         let mask_estimators =
-            MaskEstimator::load_per_stem(vb, cfg.num_stems, mlp, &dim_inputs, device)?;
+            MaskHeads::load_per_stem(vb, cfg.num_stems, mlp, &dim_inputs, device, options)?;
         Ok(Self {
             config: cfg.clone(),
             device: device.clone(),
@@ -81,12 +81,7 @@ impl BsRoformer {
         let x = self.band_split.forward(x)?; // b t f d
         let x = self.layers.forward(&x)?;
         let x = self.final_norm.forward(&x)?;
-        let masks = self
-            .mask_estimators
-            .iter()
-            .map(|m| m.forward(&x))
-            .collect::<CResult<Vec<_>>>()?;
-        Tensor::stack(&masks, 1)
+        self.mask_estimators.forward(&x)
     }
 
     /// Separates a batch of equally long chunks.

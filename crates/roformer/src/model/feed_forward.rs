@@ -12,9 +12,9 @@ const MULT: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct FeedForward {
-    norm: RmsNorm,
-    up: Linear,
-    down: Linear,
+    pub(crate) norm: RmsNorm,
+    pub(crate) up: Linear,
+    pub(crate) down: Linear,
 }
 
 impl FeedForward {

@@ -4,6 +4,9 @@
 use candle_core::{Device, Module, Result as CResult, Tensor, D};
 
 use super::linear::Linear;
+use super::LoadOptions;
+use crate::cpu::mask_estimator::FusedMaskEstimators;
+use crate::cpu::Engine;
 use crate::error::Result;
 use crate::weights::WeightsView;
 
@@ -17,8 +20,8 @@ pub struct MlpShape {
 }
 
 #[derive(Debug, Clone)]
-struct BandMlp {
-    layers: Vec<Linear>,
+pub(crate) struct BandMlp {
+    pub(crate) layers: Vec<Linear>,
 }
 
 impl BandMlp {
@@ -63,7 +66,7 @@ impl Module for BandMlp {
 
 #[derive(Debug, Clone)]
 pub struct MaskEstimator {
-    bands: Vec<BandMlp>,
+    pub(crate) bands: Vec<BandMlp>,
 }
 
 impl MaskEstimator {
@@ -107,5 +110,45 @@ impl Module for MaskEstimator {
             .map(|(i, mlp)| mlp.forward(&x.narrow(2, i, 1)?.squeeze(2)?))
             .collect::<CResult<Vec<_>>>()?;
         Tensor::cat(&outs, D::Minus1)
+    }
+}
+
+/// Every stem's estimator on the engine the load options chose.
+#[derive(Debug)]
+pub enum MaskHeads {
+    Reference(Vec<MaskEstimator>),
+    Fused(FusedMaskEstimators),
+}
+
+impl MaskHeads {
+    pub fn load_per_stem(
+        vb: &mut WeightsView<'_>,
+        stems: usize,
+        shape: MlpShape,
+        dim_inputs: &[usize],
+        device: &Device,
+        options: LoadOptions,
+    ) -> Result<Self> {
+        let reference = MaskEstimator::load_per_stem(vb, stems, shape, dim_inputs, device)?;
+        Ok(match (options.engine, device) {
+            (Engine::Auto, Device::Cpu) => {
+                MaskHeads::Fused(FusedMaskEstimators::new(reference, options.precision)?)
+            }
+            _ => MaskHeads::Reference(reference),
+        })
+    }
+
+    /// `x: [b, t, bands, dim]` -> masks `[b, stems, t, sum(dim_inputs)]`.
+    pub fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        match self {
+            MaskHeads::Reference(estimators) => {
+                let masks = estimators
+                    .iter()
+                    .map(|m| m.forward(x))
+                    .collect::<CResult<Vec<_>>>()?;
+                Tensor::stack(&masks, 1)
+            }
+            MaskHeads::Fused(fused) => fused.forward(x),
+        }
     }
 }

@@ -14,16 +14,16 @@ use candle_core::{Device, Module, Result as CResult, Tensor};
 use rayon::prelude::*;
 
 use super::band_split::BandSplit;
-use super::mask_estimator::{MaskEstimator, MlpShape};
+use super::mask_estimator::{MaskHeads, MlpShape};
 use super::mel_bands::MelBands;
 use super::spectral::{analyse_batch, apply_masks, to_cpu_vec, Reconstruction};
-use super::transformer::AxialStack;
+use super::transformer::Stack;
 use crate::config::ModelConfig;
 use crate::dsp::Stft;
 use crate::error::{Error, Result};
 use crate::weights::WeightsView;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct MelBandRoformer {
     config: ModelConfig,
     device: Device,
@@ -35,8 +35,8 @@ pub struct MelBandRoformer {
     /// `columns` on the model's device, for the gather.
     columns_tensor: Tensor,
     band_split: BandSplit,
-    layers: AxialStack,
-    mask_estimators: Vec<MaskEstimator>,
+    layers: Stack,
+    mask_estimators: MaskHeads,
 }
 
 impl MelBandRoformer {
@@ -48,7 +48,7 @@ impl MelBandRoformer {
         config: &ModelConfig,
         vb: &mut WeightsView<'_>,
         device: &Device,
-        _options: super::LoadOptions,
+        options: super::LoadOptions,
     ) -> Result<Self> {
         let cfg = config;
         let num_bands = cfg.num_bands.ok_or_else(|| {
@@ -66,7 +66,7 @@ impl MelBandRoformer {
         let dim_inputs = bands.band_input_dims(channels);
         let band_split = BandSplit::load(&mut vb.pp("band_split"), cfg.dim, &dim_inputs, device)?;
         // Every Mel transformer (the linear one too) ends in its own RMSNorm.
-        let layers = AxialStack::load(cfg, true, &mut vb.pp("layers"), device)?;
+        let layers = Stack::load(cfg, true, &mut vb.pp("layers"), device, options)?;
         // Mel-Band RoFormer's MLP(depth) has `depth + 1` Linears.
         let mlp = MlpShape {
             dim: cfg.dim,
@@ -74,7 +74,7 @@ impl MelBandRoformer {
             linears: cfg.mask_depth() + 1,
         };
         let mask_estimators =
-            MaskEstimator::load_per_stem(vb, cfg.num_stems, mlp, &dim_inputs, device)?;
+            MaskHeads::load_per_stem(vb, cfg.num_stems, mlp, &dim_inputs, device, options)?;
         Ok(Self {
             config: cfg.clone(),
             device: device.clone(),
@@ -116,12 +116,7 @@ impl MelBandRoformer {
         let x = x.contiguous()?.index_select(&self.columns_tensor, 2)?;
         let x = self.band_split.forward(&x)?; // b t bands d
         let x = self.layers.forward(&x)?;
-        let masks = self
-            .mask_estimators
-            .iter()
-            .map(|m| m.forward(&x))
-            .collect::<CResult<Vec<_>>>()?;
-        Tensor::stack(&masks, 1)
+        self.mask_estimators.forward(&x)
     }
 
     /// Averages per-band masks (`band_masks`' layout, flattened) into masks over the packed

@@ -32,7 +32,7 @@ use crate::weights::{load_state_dict, StateDict};
 pub const CONFIG_METADATA_KEY: &str = "msst_config";
 
 /// The networks we can run, chosen from the config.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Network {
     Bs(BsRoformer),
     Mel(MelBandRoformer),
@@ -116,7 +116,7 @@ pub struct LoadOptions {
 }
 
 /// A network with its config, ready to separate.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LoadedModel {
     pub config: MsstConfig,
     pub network: Network,

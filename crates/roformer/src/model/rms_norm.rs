@@ -12,7 +12,7 @@ const EPS: f32 = 1e-30;
 
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
-    gamma: Tensor,
+    pub(crate) gamma: Tensor,
 }
 
 impl RmsNorm {

@@ -9,7 +9,7 @@ use crate::weights::WeightsView;
 #[derive(Debug, Clone)]
 pub struct Rope {
     /// `dim_head / 2` inverse frequencies, read from the checkpoint (every attention layer stores them).
-    freqs: Vec<f32>,
+    pub(crate) freqs: Vec<f32>,
 }
 
 impl Rope {
@@ -21,16 +21,7 @@ impl Rope {
     /// `cos` and `sin` tables of shape `[n, dim_head/2]` for a sequence of `n` positions.
     pub fn tables(&self, n: usize, device: &Device) -> CResult<(Tensor, Tensor)> {
         let half = self.freqs.len();
-        let mut cos = Vec::with_capacity(n * half);
-        let mut sin = Vec::with_capacity(n * half);
-        for pos in 0..n {
-            for &f in &self.freqs {
-                // f32 product as torch's einsum computes it, then cos/sin.
-                let angle = pos as f32 * f;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
-        }
+        let (cos, sin) = rope_tables(&self.freqs, n);
         Ok((
             Tensor::from_vec(cos, (n, half), device)?,
             Tensor::from_vec(sin, (n, half), device)?,
@@ -41,4 +32,19 @@ impl Rope {
     pub fn apply(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> CResult<Tensor> {
         candle_nn::rotary_emb::rope_i(&x.contiguous()?, cos, sin)
     }
+}
+
+/// `cos` and `sin` of `pos * freqs[i]` for positions `0..n`, row-major `[n, freqs.len()]`.
+pub fn rope_tables(freqs: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut cos = Vec::with_capacity(n * freqs.len());
+    let mut sin = Vec::with_capacity(n * freqs.len());
+    for pos in 0..n {
+        for &f in freqs {
+            // f32 product as torch's einsum computes it, then cos/sin.
+            let angle = pos as f32 * f;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    (cos, sin)
 }

@@ -8,7 +8,10 @@ use super::attention::Attention;
 use super::feed_forward::FeedForward;
 use super::linear_attention::LinearAttention;
 use super::rms_norm::RmsNorm;
+use super::LoadOptions;
 use crate::config::ModelConfig;
+use crate::cpu::transformer::FusedAxialStack;
+use crate::cpu::Engine;
 use crate::error::Result;
 use crate::weights::WeightsView;
 
@@ -22,7 +25,7 @@ pub enum AttentionKind {
 }
 
 #[derive(Debug, Clone)]
-enum Mixer {
+pub(crate) enum Mixer {
     Rotary(Attention),
     Linear(LinearAttention),
 }
@@ -50,8 +53,8 @@ pub struct TransformerShape {
 
 #[derive(Debug, Clone)]
 pub struct Transformer {
-    layers: Vec<(Mixer, FeedForward)>,
-    norm: Option<RmsNorm>,
+    pub(crate) layers: Vec<(Mixer, FeedForward)>,
+    pub(crate) norm: Option<RmsNorm>,
 }
 
 impl Transformer {
@@ -103,18 +106,18 @@ impl Module for Transformer {
 /// One axial block: an optional linear-attention transformer over all tokens, then time, then
 /// frequency.
 #[derive(Debug, Clone)]
-struct Block {
-    linear: Option<Transformer>,
-    time: Transformer,
-    freq: Transformer,
+pub(crate) struct Block {
+    pub(crate) linear: Option<Transformer>,
+    pub(crate) time: Transformer,
+    pub(crate) freq: Transformer,
 }
 
 /// The `layers` of both models: `depth` axial blocks over `[b, t, bands, dim]`, with MSST's optional
 /// skip connections (each block's input gets the outputs of all earlier blocks added).
 #[derive(Debug, Clone)]
 pub struct AxialStack {
-    blocks: Vec<Block>,
-    skip_connection: bool,
+    pub(crate) blocks: Vec<Block>,
+    pub(crate) skip_connection: bool,
 }
 
 impl AxialStack {
@@ -200,5 +203,38 @@ impl Module for AxialStack {
             }
         }
         Ok(x)
+    }
+}
+
+/// The axial stack on the engine the load options chose.
+#[derive(Debug)]
+pub enum Stack {
+    Reference(AxialStack),
+    Fused(FusedAxialStack),
+}
+
+impl Stack {
+    pub fn load(
+        cfg: &ModelConfig,
+        norm_output: bool,
+        vb: &mut WeightsView<'_>,
+        device: &Device,
+        options: LoadOptions,
+    ) -> Result<Self> {
+        let reference = AxialStack::load(cfg, norm_output, vb, device)?;
+        Ok(match (options.engine, device) {
+            (Engine::Auto, Device::Cpu) => {
+                Stack::Fused(FusedAxialStack::new(reference, options.precision)?)
+            }
+            _ => Stack::Reference(reference),
+        })
+    }
+
+    /// `x: [b, t, bands, dim]` -> same shape.
+    pub fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        match self {
+            Stack::Reference(s) => s.forward(x),
+            Stack::Fused(s) => s.forward(x),
+        }
     }
 }

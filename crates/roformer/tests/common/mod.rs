@@ -4,8 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use roformer::cpu::{Engine, Precision};
 use roformer::dsp::Stft;
-use roformer::model::{bs_roformer::pack_spectrograms, LoadedModel};
+use roformer::model::{bs_roformer::pack_spectrograms, LoadOptions, LoadedModel};
 use roformer::separate::Separator;
 use roformer::weights::{load_state_dict, StateDict};
 
@@ -38,11 +39,17 @@ pub struct Fixture {
 
 /// Loads `models_dir()/name`: `model.ckpt`, `config.yaml` and `reference.safetensors`.
 pub fn load(name: &str) -> Fixture {
+    load_with(name, LoadOptions::default())
+}
+
+/// [`load`] on a chosen engine and precision.
+pub fn load_with(name: &str, options: LoadOptions) -> Fixture {
     let dir = models_dir().join(name);
-    let model = LoadedModel::open(
+    let model = LoadedModel::open_with(
         &dir.join("model.ckpt"),
         Some(&dir.join("config.yaml")),
         &Device::Cpu,
+        options,
     )
     .unwrap();
     let reference = load_state_dict(&dir.join("reference.safetensors")).unwrap();
@@ -93,4 +100,62 @@ pub fn separate_chunk(f: &Fixture) -> (Vec<f32>, usize) {
         .separate_batch(&flat(&chunk), 1, len)
         .unwrap();
     (ours, len)
+}
+
+/// The plain framework engine and the fused CPU engine (the default) both match PyTorch on each
+/// fixture's chunk; the fused engine's reduced precisions stay close to its f32 output.
+pub fn check_engines_and_precisions(models: &[&str]) {
+    for name in models {
+        let fused = load(name);
+        let (fused_out, len) = separate_chunk(&fused);
+        let plain = load_with(
+            name,
+            LoadOptions {
+                engine: Engine::Reference,
+                precision: Precision::F32,
+            },
+        );
+        let (plain_out, _) = separate_chunk(&plain);
+        let snr = chunk_output_snr(&plain, &plain_out, len);
+        println!("{name}: reference engine vs PyTorch {snr:.1} dB");
+        assert!(snr >= 60.0, "{name}: reference engine {snr:.1} dB");
+        let snr = snr_db(&plain_out, &fused_out);
+        println!("{name}: fused f32 vs reference engine {snr:.1} dB");
+        assert!(
+            snr >= 60.0,
+            "{name}: fused f32 vs reference engine {snr:.1} dB"
+        );
+        // bf16 keeps 8 bits of mantissa per weight; int8 about 7 bits per weight and activation.
+        for (precision, floor) in [(Precision::Bf16, 35.0), (Precision::Int8, 25.0)] {
+            let f = load_with(
+                name,
+                LoadOptions {
+                    engine: Engine::Auto,
+                    precision,
+                },
+            );
+            let (out, _) = separate_chunk(&f);
+            let snr = snr_db(&fused_out, &out);
+            println!("{name}: fused {precision} vs fused f32 {snr:.1} dB");
+            assert!(snr >= floor, "{name}: {precision} at {snr:.1} dB");
+        }
+    }
+}
+
+/// SNR of our separation of `chunk_input` (`[stem][ch][len]` rows) against PyTorch's
+/// `chunk_output`, which has torch.istft's natural length when the model does not ask for the
+/// input's length: our rows are compared on that head and must be zero past it.
+pub fn chunk_output_snr(f: &Fixture, ours: &[f32], len: usize) -> f64 {
+    let theirs = reference(f, "chunk_output");
+    let natural = *theirs.dims().last().unwrap();
+    let theirs = flat(&theirs);
+    let mut head = Vec::with_capacity(theirs.len());
+    for row in ours.chunks(len) {
+        head.extend_from_slice(&row[..natural]);
+        assert!(
+            row[natural..].iter().all(|&v| v == 0.0),
+            "samples past the iSTFT length are zero"
+        );
+    }
+    snr_db(&theirs, &head)
 }
