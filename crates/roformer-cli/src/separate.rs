@@ -9,7 +9,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use roformer::model::LoadedModel;
+use roformer::cpu::{Engine, Precision};
+use roformer::model::{LoadOptions, LoadedModel};
 use roformer::separate::{
     ensemble, separate_track_with_tta, DemixOptions, EnsembleAlgorithm, Progress,
 };
@@ -69,6 +70,35 @@ pub struct ModelArgs {
     /// Chunks per model call (overrides inference.batch_size; results do not depend on it).
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Matrix products on the CPU: f32 (the reference's numbers), bf16 (weights stored in half
+    /// the memory) or int8 (fastest; weights and activations quantised).
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    pub precision: Precision,
+    /// Run the plain framework path instead of the fused CPU engine (slower; the reference the
+    /// fused engine is tested against).
+    #[arg(long)]
+    pub reference_engine: bool,
+}
+
+impl ModelArgs {
+    /// The engine and precision asked for, checked against the device.
+    pub fn load_options(&self) -> Result<LoadOptions> {
+        let on_cpu = self.device == "cpu";
+        if self.precision != Precision::F32 && (self.reference_engine || !on_cpu) {
+            bail!(
+                "--precision {} needs the fused CPU engine (--device cpu, no --reference-engine)",
+                self.precision
+            );
+        }
+        Ok(LoadOptions {
+            engine: if self.reference_engine {
+                Engine::Reference
+            } else {
+                Engine::Auto
+            },
+            precision: self.precision,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +129,10 @@ pub struct SeparateArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    s.parse()
 }
 
 fn parse_algorithm(s: &str) -> Result<EnsembleAlgorithm, String> {
@@ -164,10 +198,11 @@ fn load_member(
 ) -> Result<Member> {
     let path = args.models.model[index].clone();
     let loaded = Instant::now();
-    let mut model = LoadedModel::open(
+    let mut model = LoadedModel::open_with(
         &path,
         args.models.config.get(index).map(PathBuf::as_path),
         device,
+        args.models.load_options()?,
     )
     .with_context(|| format!("cannot load model {}", path.display()))?;
     let config = &mut model.config;
@@ -203,11 +238,12 @@ fn load_member(
             String::new()
         };
         eprintln!(
-            "Model{number} {} ({:.1} M parameters, stems: {}) on {} in {:.1}s",
+            "Model{number} {} ({:.1} M parameters, stems: {}) on {} ({}) in {:.1}s",
             path.display(),
             model.parameters as f64 / 1e6,
             model.config.stem_names().join(", "),
             args.models.device,
+            model.engine_description(),
             loaded.elapsed().as_secs_f64()
         );
     }

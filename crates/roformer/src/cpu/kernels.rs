@@ -170,17 +170,6 @@ fn exp_rows_block(s: &mut [f32], n: usize, sums: &mut [f32]) {
 
 simd_dispatch!(pub fn exp_rows(s: &mut [f32], n: usize, sums: &mut [f32]) => exp_rows_block);
 
-#[inline(always)]
-fn scale_rows_block(x: &mut [f32], d: usize, factors: &[f32]) {
-    for (row, &f) in x.chunks_exact_mut(d).zip(factors) {
-        for v in row.iter_mut() {
-            *v *= f;
-        }
-    }
-}
-
-simd_dispatch!(pub fn scale_rows(x: &mut [f32], d: usize, factors: &[f32]) => scale_rows_block);
-
 /// `tanh(x)` from [`exp`] as `(1 - e^-2|x|) / (1 + e^-2|x|)` with the sign put back (absolute
 /// error about 1e-7).
 #[inline(always)]

@@ -43,11 +43,13 @@ impl FusedMaskEstimators {
         for estimator in estimators {
             widths.clear();
             let mut bands = Vec::with_capacity(estimator.bands.len());
-            for band in &estimator.bands {
+            // By value: each band's reference weights are freed once its copy exists, so the
+            // conversion never holds two copies of all estimators.
+            for band in estimator.bands {
                 let layers = band
                     .layers
-                    .iter()
-                    .map(|l| Layer::new(l, precision))
+                    .into_iter()
+                    .map(|l| Layer::new(&l, precision))
                     .collect::<CResult<Vec<_>>>()?;
                 widths.push(layers.last().map_or(0, |l| l.weight.out_dim() / 2));
                 bands.push(layers);
@@ -58,7 +60,7 @@ impl FusedMaskEstimators {
     }
 
     /// `x: [b, t, bands, dim]` -> masks `[b, stems, t, sum(widths)]`.
-    pub fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+    pub fn forward(&self, x: Tensor) -> CResult<Tensor> {
         let (b, t, f, d) = x.dims4()?;
         let total: usize = self.widths.iter().sum();
         let stems = self.mlps.len();

@@ -4,6 +4,7 @@
 //! tested against.
 
 mod attention;
+pub mod gemm;
 pub mod int8;
 mod kernels;
 pub mod mask_estimator;

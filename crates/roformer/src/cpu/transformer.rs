@@ -14,8 +14,8 @@ use std::sync::Mutex;
 use candle_core::{Device, Module, Result as CResult, Tensor};
 use rayon::prelude::*;
 
-use super::attention::{attend, HeadLayout, RopeTables};
-use super::kernels::{exp, gelu_bias_rows, rms_norm_rows, swap_token_axes};
+use super::attention::{attend, prepare, HeadLayout, RopeTables};
+use super::kernels::{gelu_bias_rows, rms_norm_rows, swap_token_axes};
 use super::precision::Precision;
 use super::weight::Weight;
 use crate::model::attention::Attention;
@@ -89,15 +89,16 @@ impl FusedAttention {
         rms_norm_rows(x, normed, &self.gamma, None);
         let proj = ws.proj.take(rows * row);
         self.proj.matmul(normed, rows, proj, false);
-        let gate_bias = &self.gate_bias;
-        proj.par_chunks_mut(row).for_each(|r| {
-            for (g, &b) in r[3 * inner..].iter_mut().zip(gate_bias) {
-                *g = 1.0 / (1.0 + exp(-(*g + b)));
-            }
-        });
         let (cos, sin) = crate::model::rope::rope_tables(&self.freqs, n);
+        prepare(
+            proj,
+            n,
+            self.layout,
+            &RopeTables { cos, sin },
+            &self.gate_bias,
+        );
         let attended = ws.attended.take(rows * inner);
-        attend(proj, attended, n, self.layout, &RopeTables { cos, sin });
+        attend(proj, attended, n, self.layout);
         self.out.matmul(attended, rows, x, true);
     }
 }
@@ -247,9 +248,9 @@ impl FusedAxialStack {
     }
 
     /// `x: [b, t, f, dim]` -> same shape.
-    pub fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+    pub fn forward(&self, x: Tensor) -> CResult<Tensor> {
         let (b, t, f, d) = x.dims4()?;
-        let mut x = values(x)?;
+        let mut x = values(&x)?;
         let mut swapped = vec![0.0f32; x.len()];
         let mut store: Vec<Vec<f32>> = Vec::new();
         let mut ws = self

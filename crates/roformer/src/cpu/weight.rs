@@ -1,6 +1,6 @@
 //! A `nn.Linear` weight `[out, in]` stored for the CPU engine's matrix products.
 
-use gemm::Parallelism;
+use super::gemm::{matmul, parallelism, Mat, MatMut, Parallelism};
 use half::bf16;
 
 use super::int8::Int8Matrix;
@@ -94,34 +94,6 @@ impl Weight {
     }
 }
 
-/// `out[m, n] (+)= a[m, k] . w[n, k]^T`, row-major, on all of rayon's threads.
-pub fn gemm_f32(a: &[f32], m: usize, w: &[f32], n: usize, k: usize, out: &mut [f32], acc: bool) {
-    gemm_f32_with(a, m, w, n, k, out, acc, parallelism(m * n * k));
-}
-
-/// [`gemm_f32`] on the calling thread only (for work already spread over threads).
-pub fn gemm_f32_serial(
-    a: &[f32],
-    m: usize,
-    w: &[f32],
-    n: usize,
-    k: usize,
-    out: &mut [f32],
-    acc: bool,
-) {
-    gemm_f32_with(a, m, w, n, k, out, acc, Parallelism::None);
-}
-
-fn parallelism(work: usize) -> Parallelism {
-    let threads = rayon::current_num_threads();
-    // Below about a million multiply-adds a thread hand-off costs more than it saves.
-    if threads > 1 && work >= 1 << 20 {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn gemm_f32_with(
     a: &[f32],
@@ -133,33 +105,12 @@ fn gemm_f32_with(
     acc: bool,
     par: Parallelism,
 ) {
-    assert!(a.len() >= m * k && w.len() >= n * k && out.len() >= m * n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: the asserts above keep every index the strides produce inside the three slices;
-    // `out` does not alias `a` or `w` (distinct borrows).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            acc,
-            a.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
+    let out = MatMut::row_major(&mut out[..m * n], m, n);
+    matmul(
+        out,
+        Mat::row_major(a, m, k),
+        Mat::row_major(w, n, k).t(),
+        acc,
+        par,
+    );
 }

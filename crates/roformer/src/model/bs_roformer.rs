@@ -78,10 +78,10 @@ impl BsRoformer {
     /// The network: packed spectrogram `[b, t, freqs * channels * 2]` (ordered `[f][ch][re, im]`)
     /// to masks `[b, stems, t, freqs * channels * 2]` in the same packing.
     pub fn masks(&self, x: &Tensor) -> CResult<Tensor> {
+        // Each stage consumes the previous activations, so only two chunk-sized copies live.
         let x = self.band_split.forward(x)?; // b t f d
-        let x = self.layers.forward(&x)?;
-        let x = self.final_norm.forward(&x)?;
-        self.mask_estimators.forward(&x)
+        let x = self.final_norm.forward(&self.layers.forward(x)?)?;
+        self.mask_estimators.forward(x)
     }
 
     /// Separates a batch of equally long chunks.

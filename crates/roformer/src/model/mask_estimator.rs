@@ -139,12 +139,12 @@ impl MaskHeads {
     }
 
     /// `x: [b, t, bands, dim]` -> masks `[b, stems, t, sum(dim_inputs)]`.
-    pub fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+    pub fn forward(&self, x: Tensor) -> CResult<Tensor> {
         match self {
             MaskHeads::Reference(estimators) => {
                 let masks = estimators
                     .iter()
-                    .map(|m| m.forward(x))
+                    .map(|m| m.forward(&x))
                     .collect::<CResult<Vec<_>>>()?;
                 Tensor::stack(&masks, 1)
             }

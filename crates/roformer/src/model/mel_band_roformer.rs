@@ -115,8 +115,7 @@ impl MelBandRoformer {
         // x = stft_repr[:, freq_indices], then 'b f t c -> b t (f c)'.
         let x = x.contiguous()?.index_select(&self.columns_tensor, 2)?;
         let x = self.band_split.forward(&x)?; // b t bands d
-        let x = self.layers.forward(&x)?;
-        self.mask_estimators.forward(&x)
+        self.mask_estimators.forward(self.layers.forward(x)?)
     }
 
     /// Averages per-band masks (`band_masks`' layout, flattened) into masks over the packed

@@ -122,6 +122,8 @@ pub struct LoadedModel {
     pub network: Network,
     /// Scalars in the checkpoint's tensors.
     pub parameters: usize,
+    pub options: LoadOptions,
+    on_cpu: bool,
 }
 
 impl LoadedModel {
@@ -154,6 +156,14 @@ impl LoadedModel {
         Self::from_state_dict_with(config, state, device, options)
     }
 
+    /// Which engine runs the network, and at what precision, in words.
+    pub fn engine_description(&self) -> String {
+        match self.options.engine {
+            Engine::Auto if self.on_cpu => format!("fused CPU engine, {}", self.options.precision),
+            _ => "reference engine".to_string(),
+        }
+    }
+
     pub fn from_state_dict(config: MsstConfig, state: StateDict, device: &Device) -> Result<Self> {
         Self::from_state_dict_with(config, state, device, LoadOptions::default())
     }
@@ -171,6 +181,8 @@ impl LoadedModel {
             config,
             network,
             parameters,
+            options,
+            on_cpu: matches!(device, Device::Cpu),
         })
     }
 }

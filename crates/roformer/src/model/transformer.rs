@@ -230,10 +230,10 @@ impl Stack {
         })
     }
 
-    /// `x: [b, t, bands, dim]` -> same shape.
-    pub fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+    /// `x: [b, t, bands, dim]` -> same shape (consumed, so the fused engine can free it).
+    pub fn forward(&self, x: Tensor) -> CResult<Tensor> {
         match self {
-            Stack::Reference(s) => s.forward(x),
+            Stack::Reference(s) => s.forward(&x),
             Stack::Fused(s) => s.forward(x),
         }
     }
