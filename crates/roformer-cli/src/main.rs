@@ -1,6 +1,7 @@
 //! `roformer`: separate songs into stems with BS-RoFormer models (MSST checkpoints and configs).
 
 mod audio;
+mod bench;
 mod convert;
 mod eval;
 mod inputs;
@@ -28,6 +29,8 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Score separated stems against references: global SDR, SI-SDR, BSSEval v4, fullness, bleedless.
     Eval(eval::EvalArgs),
+    /// Time the network on synthetic input: seconds per chunk, GFLOP/s, the matmul floor, memory.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args).map(|()| ExitCode::SUCCESS),
         Command::Convert(args) => convert::run(args).map(|()| ExitCode::SUCCESS),
         Command::Eval(args) => eval::run(args),
+        Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

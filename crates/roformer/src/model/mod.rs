@@ -5,6 +5,7 @@ pub mod attention;
 pub mod band_split;
 pub mod bs_roformer;
 pub mod feed_forward;
+pub mod flops;
 pub mod linear;
 pub mod linear_attention;
 pub mod mask_estimator;

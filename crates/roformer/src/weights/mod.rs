@@ -18,6 +18,7 @@
 mod pickle;
 mod safetensors_file;
 pub mod save;
+mod synthetic;
 #[cfg(test)]
 mod tests;
 mod torch_zip;
@@ -32,6 +33,7 @@ use std::rc::Rc;
 use candle_core::Tensor;
 
 pub use save::save_safetensors;
+pub use synthetic::SplitMix64;
 
 /// Why a checkpoint could not be read, or does not fit the model.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +160,8 @@ pub struct StateDict {
     pub metadata: HashMap<String, String>,
     /// The file it was read from (for messages).
     pub source: PathBuf,
+    /// Set by [`StateDict::synthetic`]: makes up the tensors `take` does not find.
+    synthetic: Option<synthetic::Synthetic>,
 }
 
 /// Reads a checkpoint: a PyTorch zip (`torch.save`) or a safetensors file, told apart by
@@ -199,11 +203,7 @@ pub fn load_state_dict(path: &Path) -> Result<StateDict, WeightsError> {
     };
     let tensors = strip_common_prefixes(tensors);
     tracing::debug!("read {} tensors from {}", tensors.len(), path.display());
-    Ok(StateDict {
-        tensors,
-        metadata,
-        source: file,
-    })
+    Ok(StateDict::new(tensors, metadata, file))
 }
 
 /// Strips `module.` / `model.` (repeatedly) when every key carries it.
@@ -236,16 +236,42 @@ impl StateDict {
             tensors,
             metadata,
             source,
+            synthetic: None,
         }
+    }
+
+    /// A state dict without a checkpoint, for benchmarks: every tensor `take` asks for is made up
+    /// on the spot with the requested shape (PyTorch-like initial values, deterministic from
+    /// `seed` and the tensor's name; see the `synthetic` module), so any config builds. Optional
+    /// tensors (`take_opt`) are absent.
+    pub fn synthetic(seed: u64) -> Self {
+        Self {
+            synthetic: Some(synthetic::Synthetic::new(seed)),
+            ..Self::new(
+                BTreeMap::new(),
+                HashMap::new(),
+                PathBuf::from(format!("<synthetic weights, seed {seed}>")),
+            )
+        }
+    }
+
+    /// Scalars a [`synthetic`](Self::synthetic) dict has made up so far (0 for a checkpoint).
+    pub fn fabricated_parameters(&self) -> usize {
+        self.synthetic.as_ref().map_or(0, |s| s.fabricated())
     }
 
     /// Removes and returns tensor `name`, checking its shape.
     pub fn take(&mut self, name: &str, expected_shape: &[usize]) -> Result<Tensor, WeightsError> {
-        self.take_opt(name, expected_shape)?
-            .ok_or_else(|| WeightsError::MissingTensor {
+        if let Some(t) = self.take_opt(name, expected_shape)? {
+            return Ok(t);
+        }
+        match &mut self.synthetic {
+            Some(synthetic) => Ok(synthetic.tensor(name, expected_shape)),
+            None => Err(WeightsError::MissingTensor {
                 file: self.source.clone(),
                 name: name.to_string(),
-            })
+            }),
+        }
     }
 
     /// Like [`take`](Self::take), but a missing tensor is `Ok(None)` (a wrong shape is still
