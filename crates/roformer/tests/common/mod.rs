@@ -126,7 +126,7 @@ pub fn check_engines_and_precisions(models: &[&str]) {
             "{name}: fused f32 vs reference engine {snr:.1} dB"
         );
         // bf16 keeps 8 bits of mantissa per weight; int8 about 7 bits per weight and activation.
-        for (precision, floor) in [(Precision::Bf16, 35.0), (Precision::Int8, 25.0)] {
+        for (precision, floor) in [(Precision::Bf16, 45.0), (Precision::Int8, 30.0)] {
             let f = load_with(
                 name,
                 LoadOptions {

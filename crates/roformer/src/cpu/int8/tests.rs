@@ -323,7 +323,7 @@ fn timed(mut f: impl FnMut()) -> (f64, f64) {
 #[test]
 #[ignore]
 fn throughput() {
-    use crate::cpu::weight::gemm_f32;
+    use crate::cpu::{Precision, Weight};
 
     let mut rng = Rng(5);
     let m = 8192;
@@ -344,6 +344,7 @@ fn throughput() {
         let a = rng.normal(m * k, 1.0);
         let w = rng.normal(n * k, 0.05);
         let wq = Int8Matrix::quantize(&w, n, k);
+        let wf = Weight::new(w.clone(), n, k, Precision::F32);
         let mut out = vec![0.0f32; m * n];
         let gop = 2.0 * (m * n * k) as f64 * 1e-9;
         for pool in &pools {
@@ -351,7 +352,7 @@ fn throughput() {
             let ((iw, ic), (fw, fc)) = pool.install(|| {
                 (
                     timed(|| matmul(&a, m, &wq, &mut out, false)),
-                    timed(|| gemm_f32(&a, m, &w, n, k, &mut out, false)),
+                    timed(|| wf.matmul(&a, m, &mut out, false)),
                 )
             });
             println!(
