@@ -14,5 +14,5 @@ pub mod model;
 pub mod separate;
 pub mod weights;
 
-pub use candle_core::Device;
+pub use candle_core::{Device, Tensor};
 pub use error::{Error, Result};

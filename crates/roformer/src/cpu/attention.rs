@@ -13,8 +13,10 @@ use super::gemm::{matmul, Mat, MatMut, Parallelism};
 use super::kernels::{exp_rows, sigmoid};
 use super::simd::simd_dispatch;
 
-/// Query rows per score block: 128 x 801 scores (400 KiB) stay in a core's L2 cache.
-const QUERY_BLOCK: usize = 128;
+/// Query rows per score block. Whole time sequences (801 frames for an 8 s chunk) in one block
+/// measured fastest (22.0 s against 22.6 s per chunk with 128 rows): each block re-packs the
+/// keys and values inside `gemm`, and 2.5 MB of scores per worker still sits in L3.
+const QUERY_BLOCK: usize = 1024;
 
 /// Rows handed to one rayon task by [`prepare`].
 const ROWS_PER_TASK: usize = 64;
