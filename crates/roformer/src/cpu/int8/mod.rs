@@ -8,6 +8,7 @@
 //! reciprocal in `f32`; for rows so small that `127 / max` overflows `f32` the reciprocal and
 //! the product are taken in `f64`). An all-zero row gets the scale 0 and zeros. The result is
 //! `out[i, j] = (f32(acc[i, j]) * sw[j]) * sa[i]` with `acc` the exact integer dot product.
+//! (NaN or infinite inputs give meaningless numbers, but never undefined behaviour.)
 //!
 //! # Layout
 //! The weight is packed once into panels of [`NR`] = 48 output columns (three 16-lane vectors);
@@ -18,13 +19,19 @@
 //! signed bytes); the `128 * sum_k w_q[j, k]` this adds is precomputed per column and taken off.
 //!
 //! # Kernels
-//! On x86-64 with AVX-512 F/BW/VNNI (detected at run time) a register-blocked micro-kernel keeps
-//! 8 rows x 48 columns of `i32` accumulators in 24 zmm registers and runs over the whole `k`;
-//! the weight is walked in column blocks sized to stay in L2 while a block of rows reuses them.
-//! Elsewhere a portable kernel computes the same integers in plain Rust.
+//! Chosen at run time, the best first (all give bit-identical results):
+//! - x86-64 with AVX-512 F/BW/VNNI: a register-blocked micro-kernel keeps 8 rows x 48 columns
+//!   of `i32` accumulators in 24 zmm registers and runs over the whole `k`;
+//! - x86-64 with AVX-VNNI: the same with 256-bit `vpdpbusd`, 6 rows x 16 columns;
+//! - x86-64 with AVX2: `vpmaddwd` on bytes widened to `i16`, 6 rows x 8 columns;
+//! - anything else: a portable kernel in plain Rust.
+//!
+//! The weight is walked in column blocks sized to stay in L2 while a block of rows reuses them.
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod portable;
@@ -42,6 +49,7 @@ const MR: usize = 8;
 /// Most rows a task quantises and multiplies at once.
 const MC: usize = 96;
 /// Bytes of packed weight a column block may take (kept in L2 while a row block walks it).
+#[cfg(target_arch = "x86_64")]
 const NC_BYTES: usize = 384 << 10;
 /// Below this many multiply-adds a call stays on the calling thread.
 const PARALLEL_WORK: usize = 1 << 20;
@@ -241,7 +249,13 @@ fn lines_as_bytes_mut(lines: &mut [Line]) -> &mut [i8] {
 enum Path {
     /// Plain Rust, any CPU.
     Portable,
-    /// AVX-512 F/BW/VNNI (checked at run time before it is chosen).
+    /// AVX2 with 16-bit `vpmaddwd` (checked at run time before it is chosen).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// AVX2 with AVX-VNNI's 256-bit `vpdpbusd` (checked at run time).
+    #[cfg(target_arch = "x86_64")]
+    AvxVnni,
+    /// AVX-512 F/BW/VNNI (checked at run time).
     #[cfg(target_arch = "x86_64")]
     Avx512Vnni,
 }
@@ -250,10 +264,32 @@ impl Path {
     /// The fastest kernel this CPU runs.
     fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if avx512::available() {
-            return Path::Avx512Vnni;
+        {
+            if avx512::available() {
+                return Path::Avx512Vnni;
+            }
+            if avx2::available(true) {
+                return Path::AvxVnni;
+            }
+            if avx2::available(false) {
+                return Path::Avx2;
+            }
         }
         Path::Portable
+    }
+
+    /// Whether this CPU runs the kernel.
+    #[cfg(test)]
+    fn available(self) -> bool {
+        match self {
+            Path::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx2 => avx2::available(false),
+            #[cfg(target_arch = "x86_64")]
+            Path::AvxVnni => avx2::available(true),
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx512Vnni => avx512::available(),
+        }
     }
 }
 
@@ -307,13 +343,20 @@ fn matmul_with(
 
 /// One block of rows on the calling thread.
 fn rows_block(a: &[f32], m: usize, w: &Int8Matrix, out: &mut [f32], accumulate: bool, path: Path) {
-    match path {
-        Path::Portable => portable::rows(a, m, w, out, accumulate),
-        #[cfg(target_arch = "x86_64")]
-        Path::Avx512Vnni => {
-            for (a, out) in a.chunks(MC * w.cols).zip(out.chunks_mut(MC * w.rows)) {
-                avx512::rows(a, out.len() / w.rows, w, out, accumulate);
-            }
+    if path == Path::Portable {
+        return portable::rows(a, m, w, out, accumulate);
+    }
+    // The fast kernels quantise at most MC rows at a time (their buffer stays in L2).
+    for (a, out) in a.chunks(MC * w.cols).zip(out.chunks_mut(MC * w.rows)) {
+        let m = out.len() / w.rows;
+        match path {
+            Path::Portable => unreachable!(),
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx2 => avx2::rows(a, m, w, out, accumulate, false),
+            #[cfg(target_arch = "x86_64")]
+            Path::AvxVnni => avx2::rows(a, m, w, out, accumulate, true),
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx512Vnni => avx512::rows(a, m, w, out, accumulate),
         }
     }
 }

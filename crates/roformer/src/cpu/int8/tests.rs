@@ -88,15 +88,31 @@ fn expected(
     e
 }
 
+/// Every kernel there is, and whether this CPU runs it.
+fn all_paths() -> Vec<(Path, bool)> {
+    let p = [
+        Path::Portable,
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2,
+        #[cfg(target_arch = "x86_64")]
+        Path::AvxVnni,
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx512Vnni,
+    ];
+    p.into_iter().map(|p| (p, p.available())).collect()
+}
+
+/// The kernels this CPU runs (the others are reported and skipped).
 fn paths() -> Vec<Path> {
-    let mut p = vec![Path::Portable];
-    #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
-        p.push(Path::Avx512Vnni);
-    } else {
-        eprintln!("no AVX-512 VNNI here: only the portable kernel is tested");
-    }
-    p
+    all_paths()
+        .into_iter()
+        .filter_map(|(p, ok)| {
+            if !ok {
+                eprintln!("{p:?}: not on this CPU, not tested");
+            }
+            ok.then_some(p)
+        })
+        .collect()
 }
 
 /// Runs one product on `path` both serially and through the parallel driver and checks it
@@ -234,26 +250,24 @@ fn empty_and_degenerate_sizes() {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
 #[test]
-fn avx512_matches_portable_bit_for_bit() {
-    if !avx512::available() {
-        eprintln!("no AVX-512 VNNI here: skipped");
-        return;
-    }
+fn every_kernel_matches_portable_bit_for_bit() {
     let mut rng = Rng(3);
     for &(m, k, n) in &[(37, 512, 1544), (64, 2048, 100), (100, 513, 512)] {
         let a = rng.normal(m * k, 1.0);
         let w = Int8Matrix::quantize(&rng.normal(n * k, 0.05), n, k);
         let old = rng.normal(m * n, 1.0);
         for accumulate in [false, true] {
-            let (mut x, mut y) = (old.clone(), old.clone());
+            let mut x = old.clone();
             matmul_with(&a, m, &w, &mut x, accumulate, Path::Portable, true);
-            matmul_with(&a, m, &w, &mut y, accumulate, Path::Avx512Vnni, true);
-            assert!(
-                x.iter().zip(&y).all(|(x, y)| x.to_bits() == y.to_bits()),
-                "m={m} k={k} n={n} accumulate={accumulate}"
-            );
+            for path in paths() {
+                let mut y = old.clone();
+                matmul_with(&a, m, &w, &mut y, accumulate, path, true);
+                assert!(
+                    x.iter().zip(&y).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{path:?} m={m} k={k} n={n} accumulate={accumulate}"
+                );
+            }
         }
     }
 }
@@ -365,18 +379,21 @@ fn throughput() {
             );
         }
     }
-    // The portable kernel, on fewer rows.
-    let (m, k, n) = (512, 512, 2048);
-    let a = rng.normal(m * k, 1.0);
+    // Every kernel on one thread (the portable one on fewer rows).
+    let (k, n) = (512, 2048);
     let wq = Int8Matrix::quantize(&rng.normal(n * k, 0.05), n, k);
-    let mut out = vec![0.0f32; m * n];
-    let (wall, cpu) = timed(|| matmul_with(&a, m, &wq, &mut out, false, Path::Portable, false));
-    let gop = 2.0 * (m * n * k) as f64 * 1e-9;
-    println!(
-        "portable m={m} k={k} n={n} threads=1: {:.1} GOP/s ({:.1} per CPU second)",
-        gop / wall,
-        gop / cpu
-    );
+    for path in paths() {
+        let m = if path == Path::Portable { 256 } else { 4096 };
+        let a = rng.normal(m * k, 1.0);
+        let mut out = vec![0.0f32; m * n];
+        let (wall, cpu) = timed(|| matmul_with(&a, m, &wq, &mut out, false, path, false));
+        let gop = 2.0 * (m * n * k) as f64 * 1e-9;
+        println!(
+            "{path:?} m={m} k={k} n={n} threads=1: {:.1} GOP/s ({:.1} per CPU second)",
+            gop / wall,
+            gop / cpu
+        );
+    }
 }
 
 /// The AVX-512 micro-kernel alone on a tile and panel that stay in L1 (k = 512): the ceiling
