@@ -179,6 +179,7 @@ fn separate_mixtures(args: &EvalArgs, tracks: &[Track]) -> Result<(PathBuf, Opti
         overwrite: true,
         quiet: args.quiet,
         threads: args.threads,
+        whole_track: false,
     };
     // Tracks that failed to separate are reported by `separate` and then lack estimates.
     let _ = separate::run(sep)?;

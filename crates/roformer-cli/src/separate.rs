@@ -1,23 +1,34 @@
 //! `roformer separate`: decode, resample, separate with progress (one or several models, with
 //! optional test-time augmentation), combine the models' stems, write stems atomically.
+//!
+//! With one model the track streams: a first pass over the file learns its length (and, with
+//! `inference.normalize`, a second one the statistics of the whole track), then the file is read
+//! again block by block, through the model, into the output files, so memory does not grow with
+//! the track's length. An ensemble holds the whole track and every model's stems in memory (its
+//! algorithms combine whole stems; `avg_fft` and friends need the whole spectrogram).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use roformer::atomic_file::AtomicFile;
 use roformer::cpu::{Engine, Precision};
 use roformer::model::{LoadOptions, LoadedModel};
 use roformer::separate::{
-    ensemble, separate_track_with_tta, DemixOptions, EnsembleAlgorithm, Progress,
+    ensemble, separate_stream, separate_track_with_tta, DemixOptions, EnsembleAlgorithm,
+    FrameSource, MeanMeter, Normalization, Progress, StemSink, StreamOptions,
 };
 
+use crate::audio::decode::Decoder;
+use crate::audio::resample::resampled_len;
+use crate::audio::track::TrackReader;
 use crate::audio::{
     decode_file, resample, to_channels, write_audio_atomic, Audio, FlacDepth, OutputFormat,
-    PcmFormat,
+    PcmFormat, StreamWriter,
 };
 use crate::inputs;
 
@@ -129,6 +140,10 @@ pub struct SeparateArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Hold the whole track and its stems in memory instead of streaming them through the model
+    /// (same results; the reference the streamed path is tested against).
+    #[arg(long, hide = true)]
+    pub whole_track: bool,
 }
 
 fn parse_precision(s: &str) -> Result<Precision, String> {
@@ -187,6 +202,74 @@ struct Job<'a> {
 enum Outcome {
     Written,
     Skipped,
+}
+
+/// What an output file of a streamed separation holds.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// The stem with this index.
+    Stem(usize),
+    /// The mixture minus the stem with this index (MSST --extract_instrumental).
+    Instrumental(usize),
+}
+
+/// What [`Job::scan`] learns about a file.
+struct Scan {
+    /// Frames at the model's sample rate.
+    len: usize,
+    file_rate: u32,
+    file_channels: usize,
+    normalization: Option<Normalization>,
+}
+
+/// The streamed track, keeping the first error (the library only sees a summary of it).
+struct Reader {
+    reader: TrackReader,
+    error: Option<anyhow::Error>,
+}
+
+impl FrameSource for Reader {
+    fn read(&mut self, out: &mut [Vec<f32>], max: usize) -> roformer::Result<usize> {
+        self.reader.read(out, max).map_err(|e| {
+            let message = format!("{e:#}");
+            self.error = Some(e);
+            roformer::Error::Audio(message)
+        })
+    }
+}
+
+/// The output files of a streamed separation, keeping the first error.
+struct Writers<'w> {
+    writers: Vec<(Target, &'w Path, StreamWriter<'w>)>,
+    /// The instrumental of one block.
+    scratch: Vec<Vec<f32>>,
+    error: Option<anyhow::Error>,
+}
+
+impl StemSink for Writers<'_> {
+    fn write(&mut self, mix: &[&[f32]], stems: &[Vec<&[f32]>]) -> roformer::Result<()> {
+        for (target, file, writer) in &mut self.writers {
+            let written = match *target {
+                Target::Stem(i) => writer.write(&stems[i]),
+                Target::Instrumental(of) => {
+                    self.scratch.resize(mix.len(), Vec::new());
+                    for ((dst, m), s) in self.scratch.iter_mut().zip(mix).zip(&stems[of]) {
+                        dst.clear();
+                        dst.extend(m.iter().zip(s.iter()).map(|(m, s)| m - s));
+                    }
+                    let block: Vec<&[f32]> = self.scratch.iter().map(Vec::as_slice).collect();
+                    writer.write(&block)
+                }
+            };
+            if let Err(e) = written {
+                let e = e.context(format!("cannot write {}", file.display()));
+                let message = format!("{e:#}");
+                self.error = Some(e);
+                return Err(roformer::Error::Audio(message));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Loads one model and applies the CLI's chunking overrides.
@@ -413,6 +496,25 @@ impl Job<'_> {
             ));
             return Ok(Outcome::Skipped);
         }
+        if self.members.len() == 1 && !self.args.whole_track {
+            let outputs = pending
+                .iter()
+                .map(|t| {
+                    let target = match stems.iter().position(|s| s == *t) {
+                        Some(i) => Target::Stem(i),
+                        None => Target::Instrumental(instrumental_of.unwrap_or(0)),
+                    };
+                    (target, out_path(t))
+                })
+                .collect::<Vec<_>>();
+            self.stream(path, label, &dir, &outputs)?;
+            self.notice(&format!(
+                "{label}: wrote {} file(s) to {}",
+                pending.len(),
+                dir.display()
+            ));
+            return Ok(Outcome::Written);
+        }
 
         let audio = decode_file(path)?;
         let sample_rate = self.sample_rate;
@@ -461,6 +563,166 @@ impl Job<'_> {
             dir.display()
         ));
         Ok(Outcome::Written)
+    }
+
+    /// Notices about the resampling and channel adaptation of a file with `rate` Hz and
+    /// `channels` channels.
+    fn adaptation_notices(&self, label: &str, rate: u32, channels: usize) {
+        if rate != self.sample_rate {
+            self.notice(&format!(
+                "{label}: resampling {rate} Hz -> {} Hz",
+                self.sample_rate
+            ));
+        }
+        let empty = Audio {
+            sample_rate: rate,
+            channels: vec![Vec::new(); channels],
+        };
+        if let Some(w) = to_channels(empty, self.channels).1 {
+            eprintln!("warning: {label}: {w}");
+        }
+    }
+
+    /// The passes over the file before the streamed one: its length at the model's rate and,
+    /// with `normalize`, the statistics of the whole track.
+    fn scan(&self, path: &Path, normalize: bool) -> Result<Scan> {
+        let rate = self.sample_rate;
+        if !normalize {
+            let mut decoder = Decoder::open(path)?;
+            let mut block = Vec::new();
+            while decoder.next_block(&mut block)? {}
+            let (from, frames) = (decoder.sample_rate(), decoder.frames());
+            return Ok(Scan {
+                len: if from == rate {
+                    frames
+                } else {
+                    resampled_len(frames, from, rate)
+                },
+                file_rate: from,
+                file_channels: decoder.channels(),
+                normalization: None,
+            });
+        }
+        let mut reader = TrackReader::open(path, rate, self.channels)?;
+        let mut block = Vec::new();
+        let mut mean = MeanMeter::new(self.channels);
+        while reader.next_block(&mut block)? {
+            mean.add(&block);
+        }
+        let len = mean.frames();
+        let mut spread = mean.spread();
+        let mut again = TrackReader::open(path, rate, self.channels)?.without_warnings();
+        let mut frames = 0;
+        while again.next_block(&mut block)? {
+            frames += block[0].len();
+            spread.add(&block);
+        }
+        if frames != len {
+            bail!("{} changed while it was being read", path.display());
+        }
+        Ok(Scan {
+            len,
+            file_rate: reader.file_rate(),
+            file_channels: reader.file_channels(),
+            normalization: Some(spread.finish()),
+        })
+    }
+
+    /// One model: streams the file through it into `outputs`; see the module documentation.
+    fn stream(
+        &self,
+        path: &Path,
+        label: &str,
+        dir: &Path,
+        outputs: &[(Target, PathBuf)],
+    ) -> Result<()> {
+        let member = &self.members[0];
+        let scan = self.scan(path, member.model.config.inference.normalize)?;
+        self.adaptation_notices(label, scan.file_rate, scan.file_channels);
+
+        let created = !dir.exists();
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create output folder {}", dir.display()))?;
+        let result = self.stream_into(path, label, &scan, outputs);
+        if result.is_err() && created {
+            // Only removes the folder if nothing else is in it.
+            let _ = std::fs::remove_dir(dir);
+        }
+        result
+    }
+
+    fn stream_into(
+        &self,
+        path: &Path,
+        label: &str,
+        scan: &Scan,
+        outputs: &[(Target, PathBuf)],
+    ) -> Result<()> {
+        let member = &self.members[0];
+        let cannot_write = |file: &Path| format!("cannot write {}", file.display());
+        // Temporary files, renamed over the outputs once all are complete (dropped, they go).
+        let mut files = outputs
+            .iter()
+            .map(|(_, file)| AtomicFile::create(file).with_context(|| cannot_write(file)))
+            .collect::<Result<Vec<_>>>()?;
+        // The writers borrow the files until they are finished.
+        {
+            let writers = files
+                .iter_mut()
+                .zip(outputs)
+                .map(|(f, (target, file))| {
+                    StreamWriter::new(f.writer(), self.format, self.sample_rate, self.channels)
+                        .map(|w| (*target, file.as_path(), w))
+                        .with_context(|| cannot_write(file))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut sink = Writers {
+                writers,
+                scratch: Vec::new(),
+                error: None,
+            };
+            let mut source = Reader {
+                reader: TrackReader::open(path, self.sample_rate, self.channels)?
+                    .without_warnings(),
+                error: None,
+            };
+            let bar = self.progress_bar(label);
+            let mut on_progress = |p: Progress| {
+                bar.set_length(p.chunks_total as u64);
+                bar.set_position(p.chunks_done as u64);
+            };
+            let options = StreamOptions {
+                demix: member.options,
+                normalization: scan.normalization,
+                tta: self.args.models.tta,
+            };
+            let streamed = separate_stream(
+                &member.model.network,
+                &mut source,
+                scan.len,
+                &options,
+                &mut sink,
+                &mut on_progress,
+            );
+            bar.finish_and_clear();
+            if let Err(e) = streamed {
+                return Err(match (source.error.take(), sink.error.take()) {
+                    (Some(e), _) | (None, Some(e)) => e,
+                    (None, None) => anyhow!(e).context(format!("model {}", member.path.display())),
+                });
+            }
+            let mut rest = vec![Vec::new(); self.channels];
+            if source.reader.read(&mut rest, 1)? > 0 {
+                bail!("{} changed while it was being read", path.display());
+            }
+            for (_, file, writer) in sink.writers {
+                writer.finish().with_context(|| cannot_write(file))?;
+            }
+        }
+        for (f, (_, file)) in files.into_iter().zip(outputs) {
+            f.commit().with_context(|| cannot_write(file))?;
+        }
+        Ok(())
     }
 
     /// Every model separates the track; stems several models write are combined.

@@ -13,10 +13,10 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use symphonia::core::audio::Audio as _;
 use symphonia::core::audio::GenericAudioBufferRef;
-use symphonia::core::codecs::audio::AudioDecoderOptions;
+use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::probe::Hint;
-use symphonia::core::formats::{FormatOptions, TrackType};
+use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 
@@ -36,194 +36,287 @@ const MAX_PREALLOC_FRAMES: u64 = 192_000 * 3600;
 /// as symphonia recommends; a demuxing error after some audio was decoded
 /// ends the stream early (with a warning) like a truncated file.
 pub fn decode_file(path: &Path) -> Result<Audio> {
-    let shown = path.display();
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot open {shown}"))?;
-    if meta.is_dir() {
-        bail!("cannot open {shown}: it is a directory");
-    }
-    let file = File::open(path).with_context(|| format!("cannot open {shown}"))?;
-    let mss = MediaSourceStream::new(Box::new(file), Default::default());
-
-    let mut hint = Hint::new();
-    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
-        hint.with_extension(ext);
-    }
-    let mut format = symphonia::default::get_probe()
-        .probe(
-            &hint,
-            mss,
-            FormatOptions::default(),
-            MetadataOptions::default(),
-        )
-        .map_err(|e| anyhow!(e))
-        .with_context(|| format!("{shown} is not a supported audio file"))?;
-
-    let track = format
-        .default_track(TrackType::Audio)
-        .ok_or_else(|| anyhow!("{shown} is not a supported audio file: it has no audio track"))?;
-    let track_id = track.id;
-    let expected_frames = track.num_frames;
-    let params = track
-        .codec_params
-        .as_ref()
-        .and_then(|p| p.audio())
-        .ok_or_else(|| anyhow!("{shown} is not a supported audio file: it has no audio track"))?;
-    let mut decoder = symphonia::default::get_codecs()
-        .make_audio_decoder(params, &AudioDecoderOptions::default())
-        .map_err(|e| anyhow!(e))
-        .with_context(|| format!("{shown} is not a supported audio file (unsupported codec)"))?;
-
-    let mut out = Collector::default();
-    if let Some(n) = expected_frames {
-        out.reserve_hint = n.min(MAX_PREALLOC_FRAMES) as usize;
-    }
-    let mut bad_packets = 0usize;
-    let mut last_error: Option<SymError> = None;
-    loop {
-        let packet = match format.next_packet() {
-            Ok(Some(packet)) => packet,
-            Ok(None) => break,
-            // A truncated file: keep what was decoded.
-            Err(SymError::IoError(e)) if e.kind() == ErrorKind::UnexpectedEof => break,
-            // Chained streams (e.g. concatenated Ogg files) are not supported:
-            // keep the first one.
-            Err(SymError::ResetRequired) if out.frames() > 0 => {
-                tracing::warn!("{shown}: only the first of several chained streams was decoded");
-                break;
-            }
-            Err(e) if out.frames() > 0 => {
-                tracing::warn!(
-                    "{shown}: stopped reading at corrupt data ({e}); the audio may be cut short"
-                );
-                break;
-            }
-            Err(e) => {
-                return Err(anyhow!(e)).with_context(|| format!("{shown} is corrupt"));
-            }
-        };
-        if packet.track_id != track_id {
-            continue;
-        }
-        match decoder.decode(&packet) {
-            Ok(buf) => out
-                .push(&buf)
-                .with_context(|| format!("cannot decode {shown}"))?,
-            // Invalid data in this packet: skip it.
-            Err(e @ (SymError::DecodeError(_) | SymError::IoError(_))) => {
-                bad_packets += 1;
-                last_error = Some(e);
-            }
-            Err(e) => {
-                return Err(anyhow!(e)).with_context(|| format!("cannot decode {shown}"));
-            }
-        }
-    }
-
-    if out.frames() == 0 {
-        if let Some(e) = last_error {
-            bail!("{shown} is corrupt: none of its {bad_packets} audio packet(s) could be decoded (last error: {e})");
-        }
-        bail!("{shown} contains no audio samples");
-    }
-    if bad_packets > 0 {
-        let e = last_error.map(|e| e.to_string()).unwrap_or_default();
-        tracing::warn!("{shown}: skipped {bad_packets} corrupt audio packet(s) ({e})");
-    }
-    out.finish()
-        .with_context(|| format!("{shown} contains no audio samples"))
-}
-
-/// Accumulates decoded buffers into planar `f32`.
-#[derive(Default)]
-struct Collector {
-    sample_rate: u32,
-    channels: Vec<Vec<f32>>,
-    reserve_hint: usize,
-}
-
-impl Collector {
-    fn frames(&self) -> usize {
-        self.channels.first().map_or(0, Vec::len)
-    }
-
-    fn push(&mut self, buf: &GenericAudioBufferRef<'_>) -> Result<()> {
-        if buf.frames() == 0 {
-            return Ok(());
-        }
-        let rate = buf.spec().rate();
-        let planes = buf.num_planes();
-        if planes == 0 {
-            bail!("the decoder produced audio without channels");
-        }
-        if rate == 0 {
-            bail!("the stream has a sample rate of 0 Hz");
-        }
-        if self.channels.is_empty() {
-            self.sample_rate = rate;
-            self.channels = (0..planes)
-                .map(|_| Vec::with_capacity(self.reserve_hint))
+    let mut decoder = Decoder::open(path)?;
+    let reserve = decoder
+        .expected_frames
+        .map_or(0, |n| n.min(MAX_PREALLOC_FRAMES) as usize);
+    let mut channels: Vec<Vec<f32>> = Vec::new();
+    let mut block = Vec::new();
+    while decoder.next_block(&mut block)? {
+        if channels.is_empty() {
+            channels = (0..block.len())
+                .map(|_| Vec::with_capacity(reserve))
                 .collect();
-        } else if rate != self.sample_rate || planes != self.channels.len() {
-            bail!(
-                "the stream changes from {} Hz, {} channel(s) to {rate} Hz, {planes} channel(s) part way; this is not supported",
-                self.sample_rate,
-                self.channels.len()
+        }
+        for (dst, src) in channels.iter_mut().zip(&block) {
+            dst.extend_from_slice(src);
+        }
+    }
+    Audio::new(decoder.sample_rate, channels)
+        .with_context(|| format!("{} contains no audio samples", decoder.shown))
+}
+
+/// An audio file being decoded block by block (one block per packet), with the
+/// error handling of [`decode_file`], which is built on it.
+pub struct Decoder {
+    shown: String,
+    format: Box<dyn FormatReader>,
+    decoder: Box<dyn AudioDecoder>,
+    track_id: u32,
+    expected_frames: Option<u64>,
+    sample_rate: u32,
+    channels: usize,
+    frames: usize,
+    bad_packets: usize,
+    last_error: Option<SymError>,
+    ended: bool,
+    warn: bool,
+}
+
+impl Decoder {
+    /// Opens `path` and finds its audio track and codec.
+    pub fn open(path: &Path) -> Result<Self> {
+        let shown = path.display().to_string();
+        let meta = std::fs::metadata(path).with_context(|| format!("cannot open {shown}"))?;
+        if meta.is_dir() {
+            bail!("cannot open {shown}: it is a directory");
+        }
+        let file = File::open(path).with_context(|| format!("cannot open {shown}"))?;
+        let mss = MediaSourceStream::new(Box::new(file), Default::default());
+
+        let mut hint = Hint::new();
+        if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+            hint.with_extension(ext);
+        }
+        let format = symphonia::default::get_probe()
+            .probe(
+                &hint,
+                mss,
+                FormatOptions::default(),
+                MetadataOptions::default(),
+            )
+            .map_err(|e| anyhow!(e))
+            .with_context(|| format!("{shown} is not a supported audio file"))?;
+
+        let track = format.default_track(TrackType::Audio).ok_or_else(|| {
+            anyhow!("{shown} is not a supported audio file: it has no audio track")
+        })?;
+        let track_id = track.id;
+        let expected_frames = track.num_frames;
+        let params = track
+            .codec_params
+            .as_ref()
+            .and_then(|p| p.audio())
+            .ok_or_else(|| {
+                anyhow!("{shown} is not a supported audio file: it has no audio track")
+            })?;
+        let decoder = symphonia::default::get_codecs()
+            .make_audio_decoder(params, &AudioDecoderOptions::default())
+            .map_err(|e| anyhow!(e))
+            .with_context(|| {
+                format!("{shown} is not a supported audio file (unsupported codec)")
+            })?;
+        Ok(Self {
+            shown,
+            format,
+            decoder,
+            track_id,
+            expected_frames,
+            sample_rate: 0,
+            channels: 0,
+            frames: 0,
+            bad_packets: 0,
+            last_error: None,
+            ended: false,
+            warn: true,
+        })
+    }
+
+    /// Leaves the warnings about corrupt or cut-short data out (for a second
+    /// pass over a file whose first pass gave them).
+    pub fn without_warnings(mut self) -> Self {
+        self.warn = false;
+        self
+    }
+
+    /// Sample rate of the decoded audio (0 before the first block).
+    pub fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+
+    /// Channels of the decoded audio (0 before the first block).
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// Frames decoded so far.
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
+    /// Decodes the next frames into `block` (one `Vec` per channel, replaced);
+    /// returns `false`, with `block` empty, once the stream has ended. The end
+    /// of a stream without any sample, or whose packets all failed to decode,
+    /// is an error.
+    pub fn next_block(&mut self, block: &mut Vec<Vec<f32>>) -> Result<bool> {
+        for ch in block.iter_mut() {
+            ch.clear();
+        }
+        while !self.ended {
+            let shown = &self.shown;
+            let packet = match self.format.next_packet() {
+                Ok(Some(packet)) => packet,
+                Ok(None) => break,
+                // A truncated file: keep what was decoded.
+                Err(SymError::IoError(e)) if e.kind() == ErrorKind::UnexpectedEof => break,
+                // Chained streams (e.g. concatenated Ogg files) are not supported:
+                // keep the first one.
+                Err(SymError::ResetRequired) if self.frames > 0 => {
+                    if self.warn {
+                        tracing::warn!(
+                            "{shown}: only the first of several chained streams was decoded"
+                        );
+                    }
+                    break;
+                }
+                Err(e) if self.frames > 0 => {
+                    if self.warn {
+                        tracing::warn!(
+                            "{shown}: stopped reading at corrupt data ({e}); the audio may be cut short"
+                        );
+                    }
+                    break;
+                }
+                Err(e) => {
+                    return Err(anyhow!(e)).with_context(|| format!("{shown} is corrupt"));
+                }
+            };
+            if packet.track_id != self.track_id {
+                continue;
+            }
+            match self.decoder.decode(&packet) {
+                Ok(buf) => {
+                    let n = convert(&buf, &mut self.sample_rate, &mut self.channels, block)
+                        .with_context(|| format!("cannot decode {shown}"))?;
+                    if n > 0 {
+                        self.frames += n;
+                        return Ok(true);
+                    }
+                }
+                // Invalid data in this packet: skip it.
+                Err(e @ (SymError::DecodeError(_) | SymError::IoError(_))) => {
+                    self.bad_packets += 1;
+                    self.last_error = Some(e);
+                }
+                Err(e) => {
+                    return Err(anyhow!(e)).with_context(|| format!("cannot decode {shown}"));
+                }
+            }
+        }
+        self.ended = true;
+        block.clear();
+        let shown = &self.shown;
+        if self.frames == 0 {
+            if let Some(e) = &self.last_error {
+                bail!(
+                    "{shown} is corrupt: none of its {} audio packet(s) could be decoded (last error: {e})",
+                    self.bad_packets
+                );
+            }
+            bail!("{shown} contains no audio samples");
+        }
+        if self.bad_packets > 0 && self.warn {
+            let e = self
+                .last_error
+                .as_ref()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            tracing::warn!(
+                "{shown}: skipped {} corrupt audio packet(s) ({e})",
+                self.bad_packets
             );
+            self.warn = false;
         }
-        match buf {
-            GenericAudioBufferRef::U8(b) => {
-                self.extend(planes, |i| b.plane(i), |x| (f32::from(x) - 128.0) / 128.0)
-            }
-            GenericAudioBufferRef::U16(b) => self.extend(
-                planes,
-                |i| b.plane(i),
-                |x| (f32::from(x) - 32768.0) / 32768.0,
-            ),
-            GenericAudioBufferRef::U24(b) => self.extend(
-                planes,
-                |i| b.plane(i),
-                |x| (x.inner() as f32 - 8_388_608.0) / 8_388_608.0,
-            ),
-            GenericAudioBufferRef::U32(b) => self.extend(
-                planes,
-                |i| b.plane(i),
-                |x| ((f64::from(x) - 2_147_483_648.0) / 2_147_483_648.0) as f32,
-            ),
-            GenericAudioBufferRef::S8(b) => {
-                self.extend(planes, |i| b.plane(i), |x| f32::from(x) / 128.0)
-            }
-            GenericAudioBufferRef::S16(b) => {
-                self.extend(planes, |i| b.plane(i), |x| f32::from(x) / 32768.0)
-            }
-            GenericAudioBufferRef::S24(b) => {
-                self.extend(planes, |i| b.plane(i), |x| x.inner() as f32 / 8_388_608.0)
-            }
-            GenericAudioBufferRef::S32(b) => self.extend(
-                planes,
-                |i| b.plane(i),
-                |x| (f64::from(x) / 2_147_483_648.0) as f32,
-            ),
-            GenericAudioBufferRef::F32(b) => self.extend(planes, |i| b.plane(i), |x| x),
-            GenericAudioBufferRef::F64(b) => self.extend(planes, |i| b.plane(i), |x| x as f32),
-        }
+        Ok(false)
     }
+}
 
-    fn extend<'a, S: Copy + 'a>(
-        &mut self,
-        planes: usize,
-        plane: impl Fn(usize) -> Option<&'a [S]>,
-        convert: impl Fn(S) -> f32,
-    ) -> Result<()> {
-        for (i, dst) in self.channels.iter_mut().enumerate().take(planes) {
-            let src = plane(i).ok_or_else(|| anyhow!("the decoder produced a missing channel"))?;
-            dst.extend(src.iter().map(|&x| convert(x)));
+/// Converts a decoded buffer into planar `f32` in `block` (one `Vec` per
+/// channel, appended to); the first non-empty buffer sets `rate` and
+/// `channels`, which later ones must keep. Returns the frames converted.
+fn convert(
+    buf: &GenericAudioBufferRef<'_>,
+    rate: &mut u32,
+    channels: &mut usize,
+    block: &mut Vec<Vec<f32>>,
+) -> Result<usize> {
+    if buf.frames() == 0 {
+        return Ok(0);
+    }
+    let buf_rate = buf.spec().rate();
+    let planes = buf.num_planes();
+    if planes == 0 {
+        bail!("the decoder produced audio without channels");
+    }
+    if buf_rate == 0 {
+        bail!("the stream has a sample rate of 0 Hz");
+    }
+    if *channels == 0 {
+        *rate = buf_rate;
+        *channels = planes;
+    } else if buf_rate != *rate || planes != *channels {
+        bail!(
+            "the stream changes from {} Hz, {} channel(s) to {buf_rate} Hz, {planes} channel(s) part way; this is not supported",
+            *rate,
+            *channels
+        );
+    }
+    block.resize(planes, Vec::new());
+    match buf {
+        GenericAudioBufferRef::U8(b) => {
+            extend(block, |i| b.plane(i), |x| (f32::from(x) - 128.0) / 128.0)
         }
-        Ok(())
-    }
+        GenericAudioBufferRef::U16(b) => extend(
+            block,
+            |i| b.plane(i),
+            |x| (f32::from(x) - 32768.0) / 32768.0,
+        ),
+        GenericAudioBufferRef::U24(b) => extend(
+            block,
+            |i| b.plane(i),
+            |x| (x.inner() as f32 - 8_388_608.0) / 8_388_608.0,
+        ),
+        GenericAudioBufferRef::U32(b) => extend(
+            block,
+            |i| b.plane(i),
+            |x| ((f64::from(x) - 2_147_483_648.0) / 2_147_483_648.0) as f32,
+        ),
+        GenericAudioBufferRef::S8(b) => extend(block, |i| b.plane(i), |x| f32::from(x) / 128.0),
+        GenericAudioBufferRef::S16(b) => extend(block, |i| b.plane(i), |x| f32::from(x) / 32768.0),
+        GenericAudioBufferRef::S24(b) => {
+            extend(block, |i| b.plane(i), |x| x.inner() as f32 / 8_388_608.0)
+        }
+        GenericAudioBufferRef::S32(b) => extend(
+            block,
+            |i| b.plane(i),
+            |x| (f64::from(x) / 2_147_483_648.0) as f32,
+        ),
+        GenericAudioBufferRef::F32(b) => extend(block, |i| b.plane(i), |x| x),
+        GenericAudioBufferRef::F64(b) => extend(block, |i| b.plane(i), |x| x as f32),
+    }?;
+    Ok(buf.frames())
+}
 
-    fn finish(self) -> Result<Audio> {
-        Audio::new(self.sample_rate, self.channels)
+fn extend<'a, S: Copy + 'a>(
+    block: &mut [Vec<f32>],
+    plane: impl Fn(usize) -> Option<&'a [S]>,
+    convert: impl Fn(S) -> f32,
+) -> Result<()> {
+    for (i, dst) in block.iter_mut().enumerate() {
+        let src = plane(i).ok_or_else(|| anyhow!("the decoder produced a missing channel"))?;
+        dst.extend(src.iter().map(|&x| convert(x)));
     }
+    Ok(())
 }
 
 #[cfg(test)]

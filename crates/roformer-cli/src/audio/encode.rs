@@ -9,7 +9,7 @@
 //! libsndfile.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -86,113 +86,268 @@ pub fn write_audio_atomic(path: &Path, audio: &Audio, format: OutputFormat) -> R
 
 fn write_atomic_inner(path: &Path, audio: &Audio, format: OutputFormat) -> Result<()> {
     audio.validate()?;
-    // Encode FLAC in memory first: a failure then touches no file at all.
-    let flac_bytes = match format {
-        OutputFormat::Flac(depth) => Some(encode_flac(audio, depth)?),
-        OutputFormat::Wav(_) => None,
-    };
-    if let OutputFormat::Wav(_) = format {
-        if audio.num_channels() > usize::from(u16::MAX) {
-            bail!("WAV cannot hold {} channels", audio.num_channels());
-        }
-    }
-
+    check_channels(format, audio.num_channels())?;
     write_atomically(path, |w| -> Result<()> {
-        match (format, flac_bytes) {
-            (_, Some(bytes)) => w.write_all(&bytes)?,
-            (OutputFormat::Wav(pcm), None) => write_wav(w, audio, pcm)?,
-            (OutputFormat::Flac(_), None) => unreachable!("FLAC is encoded above"),
-        }
-        Ok(())
+        let mut writer = StreamWriter::new(w, format, audio.sample_rate, audio.num_channels())?;
+        let block: Vec<&[f32]> = audio.channels.iter().map(Vec::as_slice).collect();
+        writer.write(&block)?;
+        writer.finish()
     })
 }
 
-fn write_wav(out: &mut BufWriter<File>, audio: &Audio, pcm: PcmFormat) -> Result<()> {
-    let (bits, sample_format) = match pcm {
-        PcmFormat::Int16 => (16, hound::SampleFormat::Int),
-        PcmFormat::Int24 => (24, hound::SampleFormat::Int),
-        PcmFormat::Float32 => (32, hound::SampleFormat::Float),
-    };
-    let spec = hound::WavSpec {
-        channels: audio.num_channels() as u16,
-        sample_rate: audio.sample_rate,
-        bits_per_sample: bits,
-        sample_format,
-    };
-    let mut w = hound::WavWriter::new(out, spec)?;
-    let n = audio.frames();
-    match pcm {
-        PcmFormat::Int16 => {
-            for i in 0..n {
-                for c in &audio.channels {
-                    w.write_sample(quantize(c[i], 16) as i16)?;
-                }
-            }
+/// Refuses channel counts the format cannot hold.
+fn check_channels(format: OutputFormat, channels: usize) -> Result<()> {
+    match format {
+        OutputFormat::Wav(_) if channels > usize::from(u16::MAX) => {
+            bail!("WAV cannot hold {channels} channels")
         }
-        PcmFormat::Int24 => {
-            for i in 0..n {
-                for c in &audio.channels {
-                    w.write_sample(quantize(c[i], 24))?;
-                }
-            }
+        OutputFormat::Flac(_) if channels > FLAC_MAX_CHANNELS => {
+            bail!("FLAC cannot hold {channels} channels (at most {FLAC_MAX_CHANNELS})")
         }
-        PcmFormat::Float32 => {
-            for i in 0..n {
-                for c in &audio.channels {
-                    w.write_sample(c[i])?;
-                }
-            }
-        }
+        _ if channels == 0 => bail!("cannot write audio without channels"),
+        _ => Ok(()),
     }
-    w.finalize()?;
-    Ok(())
 }
 
-/// Encodes `audio` as a complete FLAC file in memory.
-fn encode_flac(audio: &Audio, depth: FlacDepth) -> Result<Vec<u8>> {
-    use flacenc::component::BitRepr;
-    use flacenc::error::Verify;
+/// An audio file written block by block (into the temporary file of an
+/// [`AtomicFile`](roformer::atomic_file::AtomicFile)): the bytes are those of
+/// [`write_audio_atomic`] on the whole signal, which is built on it.
+pub enum StreamWriter<'w> {
+    Wav {
+        writer: hound::WavWriter<&'w mut BufWriter<File>>,
+        pcm: PcmFormat,
+    },
+    Flac(Box<FlacWriter<'w>>),
+}
 
-    let channels = audio.num_channels();
-    if channels > FLAC_MAX_CHANNELS {
-        bail!("FLAC cannot hold {channels} channels (at most {FLAC_MAX_CHANNELS})");
+impl<'w> StreamWriter<'w> {
+    /// Starts a file in `out` (positioned at its start).
+    pub fn new(
+        out: &'w mut BufWriter<File>,
+        format: OutputFormat,
+        sample_rate: u32,
+        channels: usize,
+    ) -> Result<Self> {
+        check_channels(format, channels)?;
+        Ok(match format {
+            OutputFormat::Wav(pcm) => {
+                let (bits, sample_format) = match pcm {
+                    PcmFormat::Int16 => (16, hound::SampleFormat::Int),
+                    PcmFormat::Int24 => (24, hound::SampleFormat::Int),
+                    PcmFormat::Float32 => (32, hound::SampleFormat::Float),
+                };
+                let spec = hound::WavSpec {
+                    channels: channels as u16,
+                    sample_rate,
+                    bits_per_sample: bits,
+                    sample_format,
+                };
+                StreamWriter::Wav {
+                    writer: hound::WavWriter::new(out, spec)?,
+                    pcm,
+                }
+            }
+            OutputFormat::Flac(depth) => StreamWriter::Flac(Box::new(FlacWriter::new(
+                out,
+                depth,
+                sample_rate,
+                channels,
+            )?)),
+        })
     }
-    let bits = match depth {
-        FlacDepth::Int16 => 16,
-        FlacDepth::Int24 => 24,
-    };
-    let n = audio.frames();
-    let mut samples = Vec::with_capacity(n * channels);
-    for i in 0..n {
-        for c in &audio.channels {
-            samples.push(quantize(c[i], bits));
+
+    /// Appends frames: one slice per channel, all of one length.
+    pub fn write(&mut self, block: &[&[f32]]) -> Result<()> {
+        let n = block.first().map_or(0, |c| c.len());
+        if block.iter().any(|c| c.len() != n) {
+            bail!("invalid audio: the channels of a block differ in length");
         }
+        match self {
+            StreamWriter::Wav { writer, pcm } => match pcm {
+                PcmFormat::Int16 => {
+                    for i in 0..n {
+                        for c in block {
+                            writer.write_sample(quantize(c[i], 16) as i16)?;
+                        }
+                    }
+                }
+                PcmFormat::Int24 => {
+                    for i in 0..n {
+                        for c in block {
+                            writer.write_sample(quantize(c[i], 24))?;
+                        }
+                    }
+                }
+                PcmFormat::Float32 => {
+                    for i in 0..n {
+                        for c in block {
+                            writer.write_sample(c[i])?;
+                        }
+                    }
+                }
+            },
+            StreamWriter::Flac(flac) => flac.write(block)?,
+        }
+        Ok(())
     }
-    let config = flacenc::config::Encoder::default()
-        .into_verified()
-        .map_err(|(_, e)| anyhow!("invalid FLAC encoder configuration: {e}"))?;
-    let block_size = config.block_size;
-    let source = flacenc::source::MemSource::from_samples(
-        &samples,
-        channels,
-        bits as usize,
-        audio.sample_rate as usize,
-    );
-    let mut stream = flacenc::encode_with_fixed_block_size(&config, source, block_size)
-        .map_err(|e| anyhow!("FLAC encoding failed: {e}"))?;
-    // flacenc lowers STREAMINFO's minimum block size to the size of the short
-    // final block, which the FLAC format excludes from that field (and which
-    // makes symphonia reject the file). In a fixed-blocksize stream both
-    // fields are the block size, as the reference encoder writes them.
-    stream
-        .stream_info_mut()
-        .set_block_sizes(block_size, block_size)
-        .map_err(|e| anyhow!("FLAC encoding failed: {e}"))?;
-    let mut sink = flacenc::bitsink::ByteSink::new();
-    stream
-        .write(&mut sink)
-        .map_err(|e| anyhow!("FLAC encoding failed: {e}"))?;
-    Ok(sink.into_inner())
+
+    /// Completes the file (its header's lengths and checksums).
+    pub fn finish(self) -> Result<()> {
+        match self {
+            StreamWriter::Wav { writer, .. } => writer.finalize()?,
+            StreamWriter::Flac(flac) => flac.finish()?,
+        }
+        Ok(())
+    }
+}
+
+fn flac_error(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("FLAC encoding failed: {e}")
+}
+
+/// FLAC encoded block by block with flacenc's frame encoder, with the bytes of
+/// `flacenc::encode_with_fixed_block_size` on the whole signal (then
+/// STREAMINFO's block sizes fixed, see [`FlacWriter::finish`]): STREAMINFO is
+/// written first as a placeholder and rewritten at the end, frames are written
+/// as their blocks fill.
+pub struct FlacWriter<'w> {
+    out: &'w mut BufWriter<File>,
+    config: flacenc::error::Verified<flacenc::config::Encoder>,
+    info: flacenc::component::StreamInfo,
+    context: flacenc::source::Context,
+    channels: usize,
+    bits: u32,
+    block_size: usize,
+    /// Interleaved samples of the block being filled.
+    pending: Vec<i32>,
+    /// Interleaved samples of the full blocks of one `write`.
+    full: Vec<i32>,
+}
+
+impl<'w> FlacWriter<'w> {
+    fn new(
+        out: &'w mut BufWriter<File>,
+        depth: FlacDepth,
+        sample_rate: u32,
+        channels: usize,
+    ) -> Result<Self> {
+        use flacenc::error::Verify;
+        let bits = match depth {
+            FlacDepth::Int16 => 16,
+            FlacDepth::Int24 => 24,
+        };
+        let config = flacenc::config::Encoder::default()
+            .into_verified()
+            .map_err(|(_, e)| anyhow!("invalid FLAC encoder configuration: {e}"))?;
+        let block_size = config.block_size;
+        let info =
+            flacenc::component::StreamInfo::new(sample_rate as usize, channels, bits as usize)
+                .map_err(flac_error)?;
+        let mut writer = Self {
+            out,
+            config,
+            info,
+            context: flacenc::source::Context::new(bits as usize, channels),
+            channels,
+            bits,
+            block_size,
+            pending: Vec::with_capacity(block_size * channels),
+            full: Vec::new(),
+        };
+        // `encode_with_fixed_block_size` starts from these block sizes.
+        writer
+            .info
+            .set_block_sizes(block_size, block_size)
+            .map_err(flac_error)?;
+        writer.write_header()?;
+        Ok(writer)
+    }
+
+    /// "fLaC" and the STREAMINFO block, as `Stream::write` writes them.
+    fn write_header(&mut self) -> Result<()> {
+        use flacenc::component::BitRepr;
+        let stream = flacenc::component::Stream::with_stream_info(self.info.clone());
+        let mut sink = flacenc::bitsink::ByteSink::new();
+        stream.write(&mut sink).map_err(flac_error)?;
+        self.out.write_all(sink.as_slice())?;
+        Ok(())
+    }
+
+    fn write(&mut self, block: &[&[f32]]) -> Result<()> {
+        let n = block.first().map_or(0, |c| c.len());
+        let block_len = self.block_size * self.channels;
+        for i in 0..n {
+            for c in block {
+                self.pending.push(quantize(c[i], self.bits));
+            }
+            if self.pending.len() == block_len {
+                self.full.extend_from_slice(&self.pending);
+                self.pending.clear();
+            }
+        }
+        let full = std::mem::take(&mut self.full);
+        self.encode(&full)?;
+        self.full = full;
+        self.full.clear();
+        Ok(())
+    }
+
+    /// Encodes whole blocks of `samples` (interleaved; the last one may be
+    /// short), in parallel, and writes their frames in order.
+    fn encode(&mut self, samples: &[i32]) -> Result<()> {
+        use flacenc::component::BitRepr;
+        use flacenc::source::{Fill, FrameBuf};
+        use rayon::prelude::*;
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let mut jobs = Vec::new();
+        for block in samples.chunks(self.block_size * self.channels) {
+            let mut framebuf =
+                FrameBuf::with_size(self.channels, self.block_size).map_err(flac_error)?;
+            framebuf.fill_interleaved(block).map_err(flac_error)?;
+            self.context.fill_interleaved(block).map_err(flac_error)?;
+            let number = self
+                .context
+                .current_frame_number()
+                .ok_or_else(|| flac_error("no frame number"))?;
+            jobs.push((framebuf, number));
+        }
+        let (config, info) = (&self.config, &self.info);
+        let frames = jobs
+            .par_iter()
+            .map(|(framebuf, number)| {
+                let frame = flacenc::encode_fixed_size_frame(config, framebuf, *number, info)
+                    .map_err(flac_error)?;
+                let mut sink = flacenc::bitsink::ByteSink::new();
+                frame.write(&mut sink).map_err(flac_error)?;
+                Ok((frame, sink.into_inner()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (frame, bytes) in frames {
+            self.info.update_frame_info(&frame);
+            self.out.write_all(&bytes)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        self.encode(&pending)?;
+        self.info.set_md5_digest(&self.context.md5_digest());
+        self.info.set_total_samples(self.context.total_samples());
+        // flacenc lowers STREAMINFO's minimum block size to the size of the short
+        // final block, which the FLAC format excludes from that field (and which
+        // makes symphonia reject the file). In a fixed-blocksize stream both
+        // fields are the block size, as the reference encoder writes them.
+        self.info
+            .set_block_sizes(self.block_size, self.block_size)
+            .map_err(flac_error)?;
+        self.out.seek(SeekFrom::Start(0))?;
+        self.write_header()?;
+        self.out.seek(SeekFrom::End(0))?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -340,6 +495,90 @@ mod tests {
                     quantized(&a, bits),
                     "{channels} ch, {n} frames, {bits} bit"
                 );
+            }
+        }
+        assert_no_temp_files(&dir.0);
+    }
+
+    /// The in-memory FLAC encoder `write_audio_atomic` used before streaming:
+    /// the reference for the bytes of [`FlacWriter`].
+    fn encode_flac_whole(audio: &Audio, bits: u32) -> Vec<u8> {
+        use flacenc::component::BitRepr;
+        use flacenc::error::Verify;
+        let channels = audio.num_channels();
+        let mut samples = Vec::new();
+        for i in 0..audio.frames() {
+            for c in &audio.channels {
+                samples.push(quantize(c[i], bits));
+            }
+        }
+        let config = flacenc::config::Encoder::default().into_verified().unwrap();
+        let block_size = config.block_size;
+        let source = flacenc::source::MemSource::from_samples(
+            &samples,
+            channels,
+            bits as usize,
+            audio.sample_rate as usize,
+        );
+        let mut stream =
+            flacenc::encode_with_fixed_block_size(&config, source, block_size).unwrap();
+        stream
+            .stream_info_mut()
+            .set_block_sizes(block_size, block_size)
+            .unwrap();
+        let mut sink = flacenc::bitsink::ByteSink::new();
+        stream.write(&mut sink).unwrap();
+        sink.into_inner()
+    }
+
+    /// Writes `audio` to `path` through a [`StreamWriter`], `piece` frames at a time.
+    fn write_in_pieces(path: &Path, audio: &Audio, format: OutputFormat, piece: usize) {
+        write_atomically(path, |w| -> Result<()> {
+            let mut writer = StreamWriter::new(w, format, audio.sample_rate, audio.num_channels())?;
+            for start in (0..audio.frames()).step_by(piece) {
+                let end = (start + piece).min(audio.frames());
+                let block: Vec<&[f32]> = audio.channels.iter().map(|c| &c[start..end]).collect();
+                writer.write(&block)?;
+            }
+            writer.finish()
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn streamed_files_are_byte_identical_to_whole_ones() {
+        let dir = TestDir::new("streamed");
+        for (channels, n) in [(2usize, 5 * 4096 + 123), (1, 4096), (2, 100), (3, 9000)] {
+            let a = signal(channels, n, 44100);
+            for (depth, bits) in [(FlacDepth::Int16, 16u32), (FlacDepth::Int24, 24)] {
+                let want = encode_flac_whole(&a, bits);
+                let whole = dir.path("whole.flac");
+                write_audio_atomic(&whole, &a, OutputFormat::Flac(depth)).unwrap();
+                assert!(
+                    std::fs::read(&whole).unwrap() == want,
+                    "{channels} ch {n} {bits} bit"
+                );
+                for piece in [1000, 4096, 3 * 4096 + 5, 1 << 20] {
+                    let p = dir.path("pieces.flac");
+                    write_in_pieces(&p, &a, OutputFormat::Flac(depth), piece);
+                    assert!(
+                        std::fs::read(&p).unwrap() == want,
+                        "{channels} ch {n} {bits} bit, pieces of {piece}"
+                    );
+                }
+            }
+            for pcm in [PcmFormat::Int16, PcmFormat::Int24, PcmFormat::Float32] {
+                let whole = dir.path("whole.wav");
+                write_audio_atomic(&whole, &a, OutputFormat::Wav(pcm)).unwrap();
+                let want = std::fs::read(&whole).unwrap();
+                for piece in [1, 1000] {
+                    let p = dir.path("pieces.wav");
+                    write_in_pieces(&p, &a, OutputFormat::Wav(pcm), piece);
+                    assert!(
+                        std::fs::read(&p).unwrap() == want,
+                        "{pcm:?} pieces of {piece}"
+                    );
+                }
             }
         }
         assert_no_temp_files(&dir.0);

@@ -1,6 +1,8 @@
 //! Audio input and output for the CLI: decoding any supported file to planar
 //! `f32`, sample-rate conversion, channel adaptation to what a model expects,
-//! and atomic writing of WAV/FLAC stems.
+//! and atomic writing of WAV/FLAC stems; each either on a whole signal or
+//! block by block ([`track::TrackReader`], [`StreamWriter`]) with the same
+//! samples and bytes.
 //!
 //! Every fallible function returns an [`anyhow::Error`] whose context names
 //! the file involved; none of them panics on bad input.
@@ -8,9 +10,10 @@
 pub mod decode;
 pub mod encode;
 pub mod resample;
+pub mod track;
 
 pub use decode::decode_file;
-pub use encode::{write_audio_atomic, FlacDepth, OutputFormat, PcmFormat};
+pub use encode::{write_audio_atomic, FlacDepth, OutputFormat, PcmFormat, StreamWriter};
 pub use resample::resample;
 
 use anyhow::{bail, Result};

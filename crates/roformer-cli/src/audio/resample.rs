@@ -76,7 +76,17 @@ fn resample_channel(input: &[f32], from: u32, to: u32, out_len: usize) -> Result
     if input.is_empty() {
         return Ok(Vec::new());
     }
-    let mut resampler = Fft::<f32>::new_custom(
+    let mut resampler = channel_resampler(from, to)?;
+    let adapter = SequentialSlice::new(input, 1, input.len())?;
+    let output = resampler.process_all(&adapter, input.len(), None)?;
+    let mut data = output.take_data();
+    // process_all yields ceil(n * ratio) frames; keep round(n * ratio).
+    data.resize(out_len, 0.0);
+    Ok(data)
+}
+
+fn channel_resampler(from: u32, to: u32) -> Result<Fft<f32>> {
+    Ok(Fft::<f32>::new_custom(
         from as usize,
         to as usize,
         fft_block_in(from, to),
@@ -84,13 +94,134 @@ fn resample_channel(input: &[f32], from: u32, to: u32, out_len: usize) -> Result
         1,
         WindowFunction::BlackmanHarris2,
         FixedSync::Both,
-    )?;
-    let adapter = SequentialSlice::new(input, 1, input.len())?;
-    let output = resampler.process_all(&adapter, input.len(), None)?;
-    let mut data = output.take_data();
-    // process_all yields ceil(n * ratio) frames; keep round(n * ratio).
-    data.resize(out_len, 0.0);
-    Ok(data)
+    )?)
+}
+
+/// [`resample`] for a signal given block by block: the output, delivered as
+/// it comes, is bit-identical to `resample` on the whole signal.
+///
+/// `process_all` (what `resample` runs) feeds the resampler fixed blocks of
+/// input, the last one zero-padded, then blocks of zeros until there is
+/// enough output, and drops the resampler delay from the start of it. That is
+/// the signal followed by silence, cut into fixed blocks, which is what this
+/// does too, one block as soon as its input is there; [`finish`](Self::finish)
+/// then pads and keeps `round(frames * to / from)` frames in all.
+pub struct StreamResampler {
+    from: u32,
+    to: u32,
+    resamplers: Vec<Fft<f32>>,
+    block_in: usize,
+    /// Input not resampled yet (less than a block after each call).
+    pending: Vec<Vec<f32>>,
+    /// Output of one block, per channel.
+    scratch: Vec<Vec<f32>>,
+    /// Output frames still to drop (the resampler delay).
+    skip: usize,
+    frames_in: usize,
+    frames_out: usize,
+}
+
+impl StreamResampler {
+    pub fn new(channels: usize, from: u32, to: u32) -> Result<Self> {
+        if to == 0 || from == 0 {
+            bail!("cannot resample from {from} Hz to {to} Hz");
+        }
+        let resamplers = (0..channels)
+            .map(|_| channel_resampler(from, to))
+            .collect::<Result<Vec<_>>>()
+            .with_context(|| format!("cannot resample from {from} Hz to {to} Hz"))?;
+        let (block_in, block_out, skip) = match resamplers.first() {
+            Some(r) => (
+                r.input_frames_next(),
+                r.output_frames_next(),
+                r.output_delay(),
+            ),
+            None => (1, 1, 0),
+        };
+        Ok(Self {
+            from,
+            to,
+            resamplers,
+            block_in,
+            pending: vec![Vec::with_capacity(block_in); channels],
+            scratch: vec![vec![0.0; block_out]; channels],
+            skip,
+            frames_in: 0,
+            frames_out: 0,
+        })
+    }
+
+    /// Resamples `input` (one slice per channel, all of one length); appends
+    /// the output that is ready to `out` (one `Vec` per channel).
+    pub fn push<C: AsRef<[f32]>>(&mut self, input: &[C], out: &mut [Vec<f32>]) -> Result<()> {
+        if input.len() != self.pending.len() {
+            bail!(
+                "cannot resample: {} channel(s) given to a resampler for {}",
+                input.len(),
+                self.pending.len()
+            );
+        }
+        let n = input.first().map_or(0, |c| c.as_ref().len());
+        if input.iter().any(|c| c.as_ref().len() != n) {
+            bail!("cannot resample: the channels have different lengths");
+        }
+        self.frames_in += n;
+        let mut taken = 0;
+        while taken < n {
+            let room = self.block_in - self.pending[0].len();
+            let k = room.min(n - taken);
+            for (p, c) in self.pending.iter_mut().zip(input) {
+                p.extend_from_slice(&c.as_ref()[taken..taken + k]);
+            }
+            taken += k;
+            if self.pending[0].len() == self.block_in {
+                self.process(out, usize::MAX)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the input: appends the rest of the output to `out`, which then
+    /// holds `round(frames * to / from)` frames in all.
+    pub fn finish(&mut self, out: &mut [Vec<f32>]) -> Result<()> {
+        let want = resampled_len(self.frames_in, self.from, self.to);
+        if self.frames_out > want {
+            bail!("cannot resample: more output than the input allows (internal error)");
+        }
+        while self.frames_out < want {
+            self.process(out, want)?;
+        }
+        Ok(())
+    }
+
+    /// Resamples one block (the pending input, zero-padded), keeping the output
+    /// frames below `limit`.
+    fn process(&mut self, out: &mut [Vec<f32>], limit: usize) -> Result<()> {
+        let block_in = self.block_in;
+        self.resamplers
+            .par_iter_mut()
+            .zip(self.pending.par_iter_mut())
+            .zip(self.scratch.par_iter_mut())
+            .try_for_each(|((r, input), output)| -> Result<()> {
+                input.resize(block_in, 0.0);
+                let frames_out = output.len();
+                let adapter_in = SequentialSlice::new(&input[..], 1, block_in)?;
+                let mut adapter_out = SequentialSlice::new_mut(&mut output[..], 1, frames_out)?;
+                r.process_into_buffer(&adapter_in, &mut adapter_out, None)?;
+                input.clear();
+                Ok(())
+            })
+            .with_context(|| format!("cannot resample from {} Hz to {} Hz", self.from, self.to))?;
+        let produced = self.scratch.first().map_or(0, Vec::len);
+        let skip = self.skip.min(produced);
+        self.skip -= skip;
+        let keep = (produced - skip).min(limit.saturating_sub(self.frames_out));
+        for (o, s) in out.iter_mut().zip(&self.scratch) {
+            o.extend_from_slice(&s[skip..skip + keep]);
+        }
+        self.frames_out += keep;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -158,6 +289,50 @@ mod tests {
                 &want[edge..out.frames() - edge],
             );
             assert!(snr > 60.0, "{from}->{to}: SNR {snr:.1} dB");
+        }
+    }
+
+    #[test]
+    fn streaming_is_bit_identical_to_the_whole_signal() {
+        for (from, to) in [
+            (48000u32, 44100u32),
+            (44100, 48000),
+            (22050, 44100),
+            (44100, 32000),
+        ] {
+            let block_in = fft_block_in(from, to);
+            for n in [
+                1,
+                5,
+                block_in - 1,
+                block_in,
+                3 * block_in,
+                3 * block_in + 17,
+                20011,
+            ] {
+                let audio = Audio::new(
+                    from,
+                    vec![sine(440.0, from, n, 0.3), sine(1234.5, from, n, 1.0)],
+                )
+                .unwrap();
+                let want = resample(&audio, to).unwrap();
+                for piece in [1usize, 1000, block_in, 1 << 20] {
+                    let mut r = StreamResampler::new(2, from, to).unwrap();
+                    let mut out = vec![Vec::new(); 2];
+                    for start in (0..n).step_by(piece) {
+                        let end = (start + piece).min(n);
+                        let block: Vec<&[f32]> =
+                            audio.channels.iter().map(|c| &c[start..end]).collect();
+                        r.push(&block, &mut out).unwrap();
+                    }
+                    r.finish(&mut out).unwrap();
+                    for (c, (got, want)) in out.iter().zip(&want.channels).enumerate() {
+                        let got: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+                        let want: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+                        assert_eq!(got, want, "{from}->{to} n {n} pieces of {piece} ch {c}");
+                    }
+                }
+            }
         }
     }
 

@@ -9,7 +9,9 @@
 //! - the result is `sum(window * out) / sum(window)`, 0 where nothing was added.
 //!
 //! The padded track is never materialised, and outputs are accumulated only over the unpadded
-//! range, so memory is the input plus the output plus one counter track.
+//! range, so memory is the input plus the output plus one counter track. [`super::stream`] does
+//! the same over a track read block by block, in memory bounded by the chunking, with
+//! bit-identical results; this whole-track form stays as its reference.
 
 use super::Separator;
 use crate::error::{Error, Result};
@@ -47,7 +49,7 @@ fn linspace(start: f32, end: f32, steps: usize) -> Vec<f32> {
 }
 
 /// MSST `_getWindowingArray` with the first/last-chunk adjustments.
-fn chunk_window(chunk: usize, fade: usize, first: bool, last: bool) -> Vec<f32> {
+pub(super) fn chunk_window(chunk: usize, fade: usize, first: bool, last: bool) -> Vec<f32> {
     let mut w = vec![1.0f32; chunk];
     if fade > 0 {
         w[chunk - fade..].copy_from_slice(&linspace(1.0, 0.0, fade));
@@ -62,7 +64,7 @@ fn chunk_window(chunk: usize, fade: usize, first: bool, last: bool) -> Vec<f32> 
 }
 
 /// Index into the original track for position `p` of the reflect-padded track.
-fn reflect_index(p: isize, len: usize) -> usize {
+pub(super) fn reflect_index(p: isize, len: usize) -> usize {
     let n = len as isize;
     let i = if p < 0 {
         -p
