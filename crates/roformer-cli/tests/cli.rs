@@ -1,6 +1,8 @@
 //! End-to-end tests of the `roformer` binary: separation against MSST's PyTorch `demix` output,
 //! output handling, and every kind of bad input.
 
+mod common;
+use common::tree_bytes;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -406,24 +408,6 @@ fn checkpoint_that_asks_pickle_to_run_code_is_refused() {
         "{err}"
     );
     assert!(!out.exists(), "nothing written");
-}
-
-/// All files under `dir`, relative, with their bytes.
-fn tree_bytes(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = std::collections::BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let rel = path.strip_prefix(dir).unwrap().to_path_buf();
-                files.insert(rel, std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    files
 }
 
 #[test]

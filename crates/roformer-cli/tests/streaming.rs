@@ -4,7 +4,8 @@
 //! resampling, channel adaptation, normalisation, test-time augmentation, the instrumental, and
 //! WAV and FLAC output.
 
-use std::collections::BTreeMap;
+mod common;
+use common::tree_bytes;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -16,24 +17,6 @@ fn model_dir(name: &str) -> PathBuf {
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
-}
-
-/// All files under `dir`, relative, with their bytes.
-fn tree_bytes(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let rel = path.strip_prefix(dir).unwrap().to_path_buf();
-                files.insert(rel, std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    files
 }
 
 /// A `seconds` long WAV at `rate` Hz with `channels` channels: tones and a little noise, with

@@ -76,6 +76,43 @@ pub(super) fn reflect_index(p: isize, len: usize) -> usize {
     i as usize
 }
 
+/// MSST's chunking of a track of `len` samples: hop between chunks, fade length, and the reflect
+/// padding at each end (`chunk - step` when the track is longer than twice that, else none).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChunkPlan {
+    pub step: usize,
+    pub fade: usize,
+    pub offset: usize,
+}
+
+impl ChunkPlan {
+    pub(crate) fn new(options: &DemixOptions, len: usize) -> Result<Self> {
+        let DemixOptions {
+            chunk_size: chunk,
+            num_overlap,
+            batch_size,
+        } = *options;
+        if len == 0 {
+            return Err(Error::Audio(
+                "the audio is empty or its channels differ in length".into(),
+            ));
+        }
+        if num_overlap == 0 || batch_size == 0 || chunk < num_overlap {
+            return Err(Error::Audio(format!(
+                "invalid chunking: chunk {chunk}, overlap {num_overlap}, batch {batch_size}"
+            )));
+        }
+        let step = chunk / num_overlap;
+        let border = chunk - step;
+        let padded = len > 2 * border && border > 0;
+        Ok(Self {
+            step,
+            fade: chunk / 10,
+            offset: if padded { border } else { 0 },
+        })
+    }
+}
+
 /// Separates `mix` (`[channel][sample]`) into `[stem][channel][sample]`.
 pub fn demix(
     model: &dyn Separator,
@@ -87,8 +124,8 @@ pub fn demix(
     let stems = model.num_stems();
     let DemixOptions {
         chunk_size: chunk,
-        num_overlap,
         batch_size,
+        ..
     } = *options;
     if mix.len() != channels {
         return Err(Error::Audio(format!(
@@ -97,21 +134,12 @@ pub fn demix(
         )));
     }
     let len = mix[0].len();
-    if len == 0 || mix.iter().any(|c| c.len() != len) {
+    if mix.iter().any(|c| c.len() != len) {
         return Err(Error::Audio(
             "the audio is empty or its channels differ in length".into(),
         ));
     }
-    if num_overlap == 0 || batch_size == 0 || chunk < num_overlap {
-        return Err(Error::Audio(format!(
-            "invalid chunking: chunk {chunk}, overlap {num_overlap}, batch {batch_size}"
-        )));
-    }
-    let step = chunk / num_overlap;
-    let fade = chunk / 10;
-    let border = chunk - step;
-    let padded = len > 2 * border && border > 0;
-    let offset = if padded { border } else { 0 };
+    let ChunkPlan { step, fade, offset } = ChunkPlan::new(options, len)?;
     let total = len + 2 * offset;
 
     let starts: Vec<usize> = (0..total).step_by(step).collect();

@@ -14,7 +14,7 @@
 //! With `tta`, the three augmented passes run side by side, batch by batch, so their outputs are
 //! complete at the same time and can be combined and given away together.
 
-use super::demix::{chunk_window, reflect_index};
+use super::demix::{chunk_window, reflect_index, ChunkPlan};
 use super::{DemixOptions, Normalization, Progress, Separator};
 use crate::error::{Error, Result};
 
@@ -101,26 +101,8 @@ impl<'a> Streamer<'a> {
     fn new(model: &'a dyn Separator, len: usize, options: &StreamOptions) -> Result<Self> {
         let channels = model.channels();
         let stems = model.num_stems();
-        let DemixOptions {
-            chunk_size: chunk,
-            num_overlap,
-            batch_size,
-        } = options.demix;
-        if len == 0 {
-            return Err(Error::Audio(
-                "the audio is empty or its channels differ in length".into(),
-            ));
-        }
-        if num_overlap == 0 || batch_size == 0 || chunk < num_overlap {
-            return Err(Error::Audio(format!(
-                "invalid chunking: chunk {chunk}, overlap {num_overlap}, batch {batch_size}"
-            )));
-        }
-        let step = chunk / num_overlap;
-        let fade = chunk / 10;
-        let border = chunk - step;
-        let padded = len > 2 * border && border > 0;
-        let offset = if padded { border } else { 0 };
+        let (chunk, batch_size) = (options.demix.chunk_size, options.demix.batch_size);
+        let ChunkPlan { step, fade, offset } = ChunkPlan::new(&options.demix, len)?;
         let passes: &'static [Pass] = if options.tta {
             &TTA_PASSES
         } else {
