@@ -744,3 +744,44 @@ fn checkpoint_of_the_other_architecture_is_named_as_such() {
         "{err}"
     );
 }
+
+#[test]
+fn reference_engine_and_int8_run_from_the_command_line() {
+    // The plain framework path still matches MSST end to end.
+    check_separation("bs_stereo_2stem_hop512", &["--reference-engine"]);
+    // int8 stays within 30 dB of MSST's f32 result (the bound against f32).
+    let dir = model_dir("bs_stereo_2stem_hop512");
+    let out = separate_fixture(&dir, &["--precision", "int8"]);
+    let reference = load_state_dict(&dir.join("reference.safetensors")).unwrap();
+    let theirs = reference_tensor(&reference, "separated");
+    let ours: Vec<f32> = reference.metadata["instruments"]
+        .split(',')
+        .flat_map(|name| stem(out.path(), name))
+        .collect();
+    let snr = snr_db(&theirs, &ours);
+    println!("int8 separation vs MSST f32: {snr:.1} dB");
+    assert!(snr >= 30.0, "int8 separation at {snr:.1} dB");
+}
+
+#[test]
+fn reduced_precision_needs_the_fused_cpu_engine() {
+    let (model, config, mix) = tiny();
+    let out = tempfile::tempdir().unwrap();
+    let mut args = vec!["separate", p(&mix)];
+    args.extend(base_args(&model, &config, out.path()));
+    args.extend(["--precision", "int8", "--reference-engine"]);
+    let o = roformer(&args);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--precision int8 needs the fused CPU engine"),
+        "{}",
+        stderr(&o)
+    );
+    let o = roformer(&["separate", p(&mix), "--precision", "int4"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("unknown precision `int4`"),
+        "{}",
+        stderr(&o)
+    );
+}
