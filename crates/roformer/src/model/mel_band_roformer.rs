@@ -13,30 +13,22 @@
 use candle_core::{Device, Module, Result as CResult, Tensor};
 use rayon::prelude::*;
 
-use super::band_split::BandSplit;
-use super::mask_estimator::{MaskHeads, MlpShape};
+use super::backbone::{Backbone, Variant};
 use super::mel_bands::MelBands;
-use super::spectral::{analyse_batch, apply_masks, to_cpu_vec, Reconstruction};
-use super::transformer::Stack;
+use super::spectral::to_cpu_vec;
 use crate::config::ModelConfig;
-use crate::dsp::Stft;
 use crate::error::{Error, Result};
 use crate::weights::WeightsView;
 
 #[derive(Debug)]
 pub struct MelBandRoformer {
-    config: ModelConfig,
-    device: Device,
-    stft: Stft,
+    backbone: Backbone,
     bands: MelBands,
     /// For every value of the band-split input `[band][freq][ch][re, im]`, its column in the
     /// packed spectrogram `[(f ch re/im)]` (MSST's `freq_indices`, times 2, plus re/im).
     columns: Vec<u32>,
     /// `columns` on the model's device, for the gather.
     columns_tensor: Tensor,
-    band_split: BandSplit,
-    layers: Stack,
-    mask_estimators: MaskHeads,
 }
 
 impl MelBandRoformer {
@@ -64,36 +56,26 @@ impl MelBandRoformer {
             .collect();
         let columns_tensor = Tensor::new(columns.as_slice(), device)?;
         let dim_inputs = bands.band_input_dims(channels);
-        let band_split = BandSplit::load(&mut vb.pp("band_split"), cfg.dim, &dim_inputs, device)?;
-        // Every Mel transformer (the linear one too) ends in its own RMSNorm.
-        let layers = Stack::load(cfg, true, &mut vb.pp("layers"), device, options)?;
-        // Mel-Band RoFormer's MLP(depth) has `depth + 1` Linears.
-        let mlp = MlpShape {
-            dim: cfg.dim,
-            hidden: cfg.dim * cfg.mlp_expansion_factor,
-            linears: cfg.mask_depth() + 1,
+        // Every Mel transformer (the linear one too) ends in its own RMSNorm, and Mel-Band
+        // RoFormer's MLP(depth) has `depth + 1` Linears.
+        let variant = Variant {
+            norm_output: true,
+            mask_linears: cfg.mask_depth() + 1,
         };
-        let mask_estimators =
-            MaskHeads::load_per_stem(vb, cfg.num_stems, mlp, &dim_inputs, device, options)?;
         Ok(Self {
-            config: cfg.clone(),
-            device: device.clone(),
-            stft: Stft::new(cfg.stft_n_fft, cfg.stft_hop_length, cfg.stft_win_length)?,
+            backbone: Backbone::load(cfg, vb, device, options, &dim_inputs, variant)?,
             bands,
             columns,
             columns_tensor,
-            band_split,
-            layers,
-            mask_estimators,
         })
     }
 
     pub fn config(&self) -> &ModelConfig {
-        &self.config
+        &self.backbone.config
     }
 
     pub fn device(&self) -> &Device {
-        &self.device
+        &self.backbone.device
     }
 
     pub fn bands(&self) -> &MelBands {
@@ -101,11 +83,11 @@ impl MelBandRoformer {
     }
 
     pub fn num_stems(&self) -> usize {
-        self.config.num_stems
+        self.backbone.num_stems()
     }
 
     pub fn channels(&self) -> usize {
-        self.config.audio_channels()
+        self.backbone.channels()
     }
 
     /// The network up to the mask estimators: packed spectrogram `[b, t, freqs * channels * 2]`
@@ -114,8 +96,9 @@ impl MelBandRoformer {
     pub fn band_masks(&self, x: &Tensor) -> CResult<Tensor> {
         // x = stft_repr[:, freq_indices], then 'b f t c -> b t (f c)'.
         let x = x.contiguous()?.index_select(&self.columns_tensor, 2)?;
-        let x = self.band_split.forward(&x)?; // b t bands d
-        self.mask_estimators.forward(self.layers.forward(x)?)
+        let b = &self.backbone;
+        let x = b.band_split.forward(&x)?; // b t bands d
+        b.mask_estimators.forward(b.layers.forward(x)?)
     }
 
     /// Averages per-band masks (`band_masks`' layout, flattened) into masks over the packed
@@ -162,21 +145,15 @@ impl MelBandRoformer {
     /// is `[batch][stem][channel][sample]` flattened, `len` samples per chunk (see the module notes
     /// for chunk lengths that are not a multiple of the hop).
     pub fn separate_batch(&self, audio: &[f32], batch: usize, len: usize) -> Result<Vec<f32>> {
-        let channels = self.channels();
-        let (specs, x) = analyse_batch(&self.stft, audio, batch, channels, len, &self.device)?;
-        let masks = self.average_band_masks(&to_cpu_vec(&self.band_masks(&x)?)?);
-        let istft_len = if self.config.match_input_audio_length {
+        let b = &self.backbone;
+        let istft_len = if b.config.match_input_audio_length {
             len
         } else {
             // torch.istft(length=None): hop * (frames - 1).
-            self.stft.hop() * (self.stft.frames_for(len) - 1)
+            b.stft.hop() * (b.stft.frames_for(len) - 1)
         };
-        let rec = Reconstruction {
-            stems: self.num_stems(),
-            channels,
-            zero_dc: self.config.zero_dc,
-            istft_len,
-        };
-        apply_masks(&self.stft, &specs, &masks, batch, rec, len)
+        b.separate_batch(audio, batch, len, istft_len, |x| {
+            Ok(self.average_band_masks(&to_cpu_vec(&self.band_masks(x)?)?))
+        })
     }
 }

@@ -2,6 +2,7 @@
 //! MSST's modules, so the Rust tree mirrors the checkpoint's key tree.
 
 pub mod attention;
+pub mod backbone;
 pub mod band_split;
 pub mod bs_roformer;
 pub mod feed_forward;
