@@ -486,7 +486,7 @@ fn matmul_rate(m: usize, k: usize, n: usize, precision: Precision) -> f64 {
     flop / median(&times) / 1e9
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -500,7 +500,7 @@ fn median(values: &[f64]) -> f64 {
 }
 
 /// Peak resident memory of this process (`VmHWM`), where the OS tells it.
-fn peak_rss_bytes() -> Option<u64> {
+pub(crate) fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

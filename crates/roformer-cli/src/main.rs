@@ -2,11 +2,14 @@
 
 mod audio;
 mod bench;
+mod bench_train;
 mod convert;
 mod eval;
 mod inputs;
 mod inspect;
 mod separate;
+mod train;
+mod train_data;
 
 use std::process::ExitCode;
 
@@ -31,6 +34,10 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Time the network on synthetic input: seconds per chunk, GFLOP/s, the matmul floor, memory.
     Bench(bench::BenchArgs),
+    /// Train or fine-tune a model on a MUSDB18-style folder (checkpoints, validation SDR, resume).
+    Train(train::TrainArgs),
+    /// Time training steps of a config's model on a synthetic batch.
+    BenchTrain(bench_train::BenchTrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +57,8 @@ fn main() -> ExitCode {
         Command::Convert(args) => convert::run(args).map(|()| ExitCode::SUCCESS),
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Train(args) => train::run(args).map(|()| ExitCode::SUCCESS),
+        Command::BenchTrain(args) => bench_train::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

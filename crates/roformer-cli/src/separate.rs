@@ -22,6 +22,7 @@ use roformer::separate::{
     ensemble, separate_stream, separate_track_with_tta, DemixOptions, EnsembleAlgorithm,
     FrameSource, MeanMeter, Normalization, Progress, StemSink, StreamOptions,
 };
+use roformer::weights::state_dict_from_safetensors_bytes;
 
 use crate::audio::decode::Decoder;
 use crate::audio::resample::resampled_len;
@@ -273,21 +274,38 @@ impl StemSink for Writers<'_> {
 }
 
 /// Loads one model and applies the CLI's chunking overrides.
+/// The model `separate` uses without `--model`: a small 4-stem BS-RoFormer trained with
+/// `roformer train` on the rendered dataset (models/default/README.md), built into the binary.
+const DEFAULT_MODEL: &[u8] = include_bytes!("../../../models/default/model.safetensors");
+const DEFAULT_MODEL_NAME: &str = "built-in default model (models/default)";
+
 fn load_member(
     args: &SeparateArgs,
     index: usize,
     device: &roformer::Device,
     weight: f64,
 ) -> Result<Member> {
-    let path = args.models.model[index].clone();
     let loaded = Instant::now();
-    let mut model = LoadedModel::open_with(
-        &path,
-        args.models.config.get(index).map(PathBuf::as_path),
-        device,
-        args.models.load_options()?,
-    )
-    .with_context(|| format!("cannot load model {}", path.display()))?;
+    let options = args.models.load_options()?;
+    let (path, mut model) = match args.models.model.get(index) {
+        Some(path) => {
+            let model = LoadedModel::open_with(
+                path,
+                args.models.config.get(index).map(PathBuf::as_path),
+                device,
+                options,
+            )
+            .with_context(|| format!("cannot load model {}", path.display()))?;
+            (path.clone(), model)
+        }
+        None => {
+            let path = PathBuf::from(DEFAULT_MODEL_NAME);
+            let state = state_dict_from_safetensors_bytes(DEFAULT_MODEL, &path)?;
+            let model = LoadedModel::from_embedded_config(state, device, options)
+                .context("cannot load the built-in default model")?;
+            (path, model)
+        }
+    };
     let config = &mut model.config;
     if let Some(c) = args.models.chunk_size {
         config.inference.chunk_size = Some(c);
@@ -341,11 +359,9 @@ fn load_member(
 pub fn run(args: SeparateArgs) -> Result<ExitCode> {
     configure_threads(args.threads)?;
     let format = output_format(args.format, args.pcm)?;
-    let n = args.models.model.len();
-    if n == 0 {
-        bail!("give at least one --model");
-    }
-    if !args.models.config.is_empty() && args.models.config.len() != n {
+    // Without --model, the built-in default model separates.
+    let n = args.models.model.len().max(1);
+    if !args.models.config.is_empty() && args.models.config.len() != args.models.model.len() {
         bail!(
             "{n} --model but {} --config: give one --config per --model, in the same order \
              (or none, for .safetensors models that carry their config)",

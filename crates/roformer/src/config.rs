@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::train::augment::AugmentationConfig;
 
 /// MSST's `DEFAULT_FREQS_PER_BANDS`: 62 bands over the 1025 bins of a 2048-point FFT.
 pub const DEFAULT_FREQS_PER_BANDS: [usize; 62] = [
@@ -27,6 +28,11 @@ pub struct MsstConfig {
     pub training: TrainingConfig,
     #[serde(default)]
     pub inference: InferenceConfig,
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+    /// Training-time augmentations (off when the section is absent).
+    #[serde(default)]
+    pub augmentations: AugmentationConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -141,11 +147,88 @@ fn default_multi_stft_hop() -> usize {
     147
 }
 
+/// The `training` section; the defaults are MSST's where it has one, else its configs' usual value.
 #[derive(Debug, Clone, Deserialize)]
 pub struct TrainingConfig {
     pub instruments: Vec<String>,
     #[serde(default)]
     pub target_instrument: Option<String>,
+    #[serde(default = "one")]
+    pub batch_size: usize,
+    #[serde(default = "one")]
+    pub gradient_accumulation_steps: usize,
+    /// Max global gradient norm; 0 turns clipping off.
+    #[serde(default)]
+    pub grad_clip: f64,
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// ReduceLROnPlateau: epochs without improvement before the learning rate drops.
+    #[serde(default = "two")]
+    pub patience: usize,
+    #[serde(default = "default_reduce_factor")]
+    pub reduce_factor: f64,
+    #[serde(default = "default_num_epochs")]
+    pub num_epochs: usize,
+    /// Batches per epoch (MSST counts batches, not optimiser steps, under gradient accumulation).
+    #[serde(default = "default_num_steps")]
+    pub num_steps: usize,
+    /// `masked_loss` quantile.
+    #[serde(default = "default_q")]
+    pub q: f64,
+    #[serde(default = "yes")]
+    pub coarse_loss_clip: bool,
+    /// EMA decay of the weights; 0 turns EMA off.
+    #[serde(default)]
+    pub ema_momentum: f64,
+    #[serde(default = "default_optimizer")]
+    pub optimizer: String,
+}
+
+/// The optional top-level `optimizer` section: keyword arguments MSST passes to the optimiser.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OptimizerConfig {
+    #[serde(default = "default_betas")]
+    pub betas: Vec<f64>,
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// `None`: the optimiser's own default (Adam 0, AdamW 0.01).
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        Self {
+            betas: default_betas(),
+            eps: default_eps(),
+            weight_decay: None,
+        }
+    }
+}
+
+fn default_lr() -> f64 {
+    5e-5
+}
+fn default_reduce_factor() -> f64 {
+    0.95
+}
+fn default_num_epochs() -> usize {
+    1000
+}
+fn default_num_steps() -> usize {
+    1000
+}
+fn default_q() -> f64 {
+    0.95
+}
+fn default_optimizer() -> String {
+    "adam".into()
+}
+fn default_betas() -> Vec<f64> {
+    vec![0.9, 0.999]
+}
+fn default_eps() -> f64 {
+    1e-8
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -23,10 +23,20 @@ pub enum Error {
     Device(String, String),
     #[error("audio: {0}")]
     Audio(String),
+    /// A training dataset that cannot be read or sampled as asked.
+    #[error("training data: {0}")]
+    Data(String),
     #[error("tensor computation failed: {0}")]
     Tensor(#[from] candle_core::Error),
     #[error("{0}")]
     Unsupported(String),
     #[error("{0}")]
     ArchitectureMismatch(String),
+    #[error("training: {0}")]
+    Train(String),
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }

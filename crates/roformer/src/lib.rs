@@ -12,6 +12,7 @@ pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod separate;
+pub mod train;
 pub mod weights;
 
 pub use candle_core::{Device, Tensor};

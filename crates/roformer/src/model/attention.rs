@@ -65,7 +65,7 @@ impl Attention {
                 v.narrow(0, start, len)?,
             );
             let scores = (qs.matmul(&ks.t()?)? * scale)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let probs = super::softmax_last_dim(&scores)?;
             outs.push(probs.matmul(&vs)?);
             start += len;
         }

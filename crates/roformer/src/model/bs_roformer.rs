@@ -41,6 +41,10 @@ impl BsRoformer {
         })
     }
 
+    pub fn backbone(&self) -> &Backbone {
+        &self.backbone
+    }
+
     pub fn config(&self) -> &ModelConfig {
         &self.backbone.config
     }

@@ -73,7 +73,7 @@ impl Module for LinearAttention {
         let k = l2norm(&qkv.get(1)?)?;
         let v = qkv.get(2)?;
         let scores = (q.matmul(&k.t()?)? * SCALE)?; // b h d d
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = super::softmax_last_dim(&scores)?;
         let out = probs.matmul(&v)?; // b h d n
                                      // b h d n -> b n (h d)
         let out = out.permute((0, 3, 1, 2))?.reshape((b, n, h * d))?;

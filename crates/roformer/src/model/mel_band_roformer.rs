@@ -70,6 +70,10 @@ impl MelBandRoformer {
         })
     }
 
+    pub fn backbone(&self) -> &Backbone {
+        &self.backbone
+    }
+
     pub fn config(&self) -> &ModelConfig {
         &self.backbone.config
     }
@@ -125,6 +129,36 @@ impl MelBandRoformer {
         out
     }
 
+    /// Adjoint of [`average_band_masks`](Self::average_band_masks): the gradient of every band
+    /// mask value from the gradient of the per-bin masks.
+    pub fn average_band_masks_adjoint(&self, grad_bins: &[f32]) -> Vec<f32> {
+        let width_in = self.columns.len();
+        let width_out = self.bands.num_freqs() * self.channels() * 2;
+        let per_col = 2 * self.channels();
+        let rows = grad_bins.len() / width_out.max(1);
+        let mut out = vec![0.0f32; rows * width_in];
+        out.par_chunks_mut(width_in)
+            .zip(grad_bins.par_chunks(width_out))
+            .for_each(|(dst, src)| {
+                for (d, &col) in dst.iter_mut().zip(&self.columns) {
+                    let count = self.bands.bands_per_freq[col as usize / per_col] as f32;
+                    *d = src[col as usize] * (1.0 / count.max(1e-8));
+                }
+            });
+        out
+    }
+
+    /// Samples the iSTFT returns for a chunk of `len`: MSST passes `length=None` unless
+    /// `match_input_audio_length`, which gives `hop * (frames - 1)`.
+    pub fn istft_len(&self, len: usize) -> usize {
+        let b = &self.backbone;
+        if b.config.match_input_audio_length {
+            len
+        } else {
+            b.stft.hop() * (b.stft.frames_for(len) - 1)
+        }
+    }
+
     /// Per-bin masks `[b, stems, t, freqs * channels * 2]` (in the packing of the input), as MSST
     /// multiplies them with the mixture; computed on the CPU.
     pub fn masks(&self, x: &Tensor) -> CResult<Tensor> {
@@ -145,15 +179,10 @@ impl MelBandRoformer {
     /// is `[batch][stem][channel][sample]` flattened, `len` samples per chunk (see the module notes
     /// for chunk lengths that are not a multiple of the hop).
     pub fn separate_batch(&self, audio: &[f32], batch: usize, len: usize) -> Result<Vec<f32>> {
-        let b = &self.backbone;
-        let istft_len = if b.config.match_input_audio_length {
-            len
-        } else {
-            // torch.istft(length=None): hop * (frames - 1).
-            b.stft.hop() * (b.stft.frames_for(len) - 1)
-        };
-        b.separate_batch(audio, batch, len, istft_len, |x| {
-            Ok(self.average_band_masks(&to_cpu_vec(&self.band_masks(x)?)?))
-        })
+        let istft_len = self.istft_len(len);
+        self.backbone
+            .separate_batch(audio, batch, len, istft_len, |x| {
+                Ok(self.average_band_masks(&to_cpu_vec(&self.band_masks(x)?)?))
+            })
     }
 }

@@ -22,13 +22,25 @@ pub use mel_band_roformer::MelBandRoformer;
 
 use std::path::Path;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
+
+use backbone::Backbone;
 
 use crate::config::{Architecture, MsstConfig};
 use crate::cpu::{Engine, Precision};
 use crate::error::{Error, Result};
 use crate::separate::Separator;
 use crate::weights::{load_state_dict, StateDict};
+
+/// Softmax over the last axis: the fused kernel for inference; plain (differentiable) ops when the
+/// scores carry a gradient graph, since the kernel has no backward pass.
+pub(crate) fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
+    if x.track_op() {
+        candle_nn::ops::softmax(x, candle_core::D::Minus1)
+    } else {
+        candle_nn::ops::softmax_last_dim(x)
+    }
+}
 
 /// Safetensors metadata key under which `roformer convert` stores the MSST YAML config.
 pub const CONFIG_METADATA_KEY: &str = "msst_config";
@@ -53,7 +65,7 @@ pub fn architecture_of(state: &StateDict) -> Option<Architecture> {
 }
 
 impl Network {
-    fn load(
+    pub(crate) fn load(
         config: &MsstConfig,
         state: &mut StateDict,
         device: &Device,
@@ -84,6 +96,49 @@ impl Network {
                 device,
                 options,
             )?)),
+        }
+    }
+}
+
+/// What training needs from either network.
+impl Network {
+    pub fn backbone(&self) -> &Backbone {
+        match self {
+            Network::Bs(m) => m.backbone(),
+            Network::Mel(m) => m.backbone(),
+        }
+    }
+
+    /// The differentiable part: packed spectrogram to the mask heads' output (BS: per bin, in the
+    /// spectrogram's packing; Mel-Band: per band, before the overlapping bands are averaged).
+    pub fn raw_masks(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Network::Bs(m) => m.masks(x),
+            Network::Mel(m) => m.band_masks(x),
+        }
+    }
+
+    /// [`raw_masks`](Self::raw_masks)' values (flattened) as per-bin masks.
+    pub fn bin_masks(&self, raw: Vec<f32>) -> Vec<f32> {
+        match self {
+            Network::Bs(_) => raw,
+            Network::Mel(m) => m.average_band_masks(&raw),
+        }
+    }
+
+    /// Adjoint of [`bin_masks`](Self::bin_masks).
+    pub fn bin_masks_adjoint(&self, grad: Vec<f32>) -> Vec<f32> {
+        match self {
+            Network::Bs(_) => grad,
+            Network::Mel(m) => m.average_band_masks_adjoint(&grad),
+        }
+    }
+
+    /// Samples the iSTFT returns for a chunk of `len`.
+    pub fn istft_len(&self, len: usize) -> usize {
+        match self {
+            Network::Bs(_) => len,
+            Network::Mel(m) => m.istft_len(len),
         }
     }
 }
@@ -143,18 +198,28 @@ impl LoadedModel {
         options: LoadOptions,
     ) -> Result<Self> {
         let state = load_state_dict(weights)?;
-        let config = match config {
-            Some(path) => MsstConfig::from_file(path)?,
-            None => match state.metadata.get(CONFIG_METADATA_KEY) {
-                Some(text) => MsstConfig::from_yaml(text, weights)?,
-                None => {
-                    return Err(Error::Unsupported(format!(
-                        "{} carries no config: pass the model's YAML config with --config",
-                        weights.display()
-                    )))
-                }
-            },
+        match config {
+            Some(path) => {
+                Self::from_state_dict_with(MsstConfig::from_file(path)?, state, device, options)
+            }
+            None => Self::from_embedded_config(state, device, options),
+        }
+    }
+
+    /// A model from a state dict that carries its config in its metadata (as `roformer convert`
+    /// and `roformer train` write them).
+    pub fn from_embedded_config(
+        state: StateDict,
+        device: &Device,
+        options: LoadOptions,
+    ) -> Result<Self> {
+        let Some(text) = state.metadata.get(CONFIG_METADATA_KEY) else {
+            return Err(Error::Unsupported(format!(
+                "{} carries no config: pass the model's YAML config with --config",
+                state.source().display()
+            )));
         };
+        let config = MsstConfig::from_yaml(text, state.source())?;
         Self::from_state_dict_with(config, state, device, options)
     }
 

@@ -25,6 +25,11 @@ impl RmsNorm {
 
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
-        candle_nn::ops::rms_norm(&x.contiguous()?, &self.gamma, EPS)
+        if x.track_op() || self.gamma.track_op() {
+            // Training: the fused kernel has no backward pass; the same formula in plain ops has.
+            candle_nn::ops::rms_norm_slow(x, &self.gamma, EPS)
+        } else {
+            candle_nn::ops::rms_norm(&x.contiguous()?, &self.gamma, EPS)
+        }
     }
 }

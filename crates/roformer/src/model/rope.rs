@@ -30,7 +30,12 @@ impl Rope {
 
     /// Rotates `x` of shape `[b, heads, n, dim_head]`.
     pub fn apply(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> CResult<Tensor> {
-        candle_nn::rotary_emb::rope_i(&x.contiguous()?, cos, sin)
+        if x.track_op() {
+            // Training: the fused kernel has no backward pass.
+            candle_nn::rotary_emb::rope_i_slow(x, cos, sin)
+        } else {
+            candle_nn::rotary_emb::rope_i(&x.contiguous()?, cos, sin)
+        }
     }
 }
 

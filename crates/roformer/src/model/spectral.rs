@@ -86,22 +86,42 @@ pub(crate) fn apply_masks(
     rec: Reconstruction,
     len: usize,
 ) -> Result<Vec<f32>> {
+    let mut outputs = reconstruct(stft, specs, masks, batch, rec)?;
+    outputs
+        .par_iter_mut()
+        .for_each(|audio| audio.resize(len, 0.0));
+    Ok(outputs.concat())
+}
+
+/// One job per (batch, stem, channel), in output order.
+fn jobs(batch: usize, rec: Reconstruction) -> Vec<(usize, usize, usize)> {
     let Reconstruction {
         stems, channels, ..
     } = rec;
+    (0..batch)
+        .flat_map(|b| (0..stems).flat_map(move |n| (0..channels).map(move |s| (b, n, s))))
+        .collect()
+}
+
+/// The masked spectrograms inverted to `rec.istft_len` samples each, one signal per
+/// (batch, stem, channel) in that order.
+pub(crate) fn reconstruct(
+    stft: &Stft,
+    specs: &[Spectrogram],
+    masks: &[f32],
+    batch: usize,
+    rec: Reconstruction,
+) -> Result<Vec<Vec<f32>>> {
+    let channels = rec.channels;
     let bins = stft.bins();
     let frames = specs.first().map_or(0, |s| s.frames);
     let width = bins * channels * 2;
-    // One job per (batch, stem, channel), in output order.
-    let jobs: Vec<(usize, usize, usize)> = (0..batch)
-        .flat_map(|b| (0..stems).flat_map(move |n| (0..channels).map(move |s| (b, n, s))))
-        .collect();
-    let outputs = jobs
+    jobs(batch, rec)
         .par_iter()
         .map(|&(b, n, s)| {
             let mix = &specs[b * channels + s];
             let mut out = Spectrogram::zeros(bins, frames);
-            let mask_base = (b * stems + n) * frames * width;
+            let mask_base = (b * rec.stems + n) * frames * width;
             for t in 0..frames {
                 let row = &masks[mask_base + t * width..mask_base + (t + 1) * width];
                 for f in 0..bins {
@@ -113,10 +133,47 @@ pub(crate) fn apply_masks(
                     out.data[t * bins] = Complex32::new(0.0, 0.0);
                 }
             }
-            let mut audio = stft.inverse(&out, rec.istft_len.min(len))?;
-            audio.resize(len, 0.0);
-            Ok(audio)
+            stft.inverse(&out, rec.istft_len)
+        })
+        .collect()
+}
+
+/// Adjoint of [`reconstruct`] with respect to the masks: from the gradient of each reconstructed
+/// signal (same order and length) to the gradient of the masks, in their layout.
+pub(crate) fn reconstruct_adjoint(
+    stft: &Stft,
+    specs: &[Spectrogram],
+    grads: &[Vec<f32>],
+    batch: usize,
+    rec: Reconstruction,
+) -> Result<Vec<f32>> {
+    let channels = rec.channels;
+    let bins = stft.bins();
+    let frames = specs.first().map_or(0, |s| s.frames);
+    let width = bins * channels * 2;
+    let per_signal = jobs(batch, rec)
+        .par_iter()
+        .zip(grads)
+        .map(|(&(b, _, s), grad)| {
+            let spec_grad = stft.inverse_adjoint(grad, frames)?;
+            Ok((b * channels + s, spec_grad))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(outputs.concat())
+    let mut out = vec![0.0f32; batch * rec.stems * frames * width];
+    for (&(b, n, s), (spec_index, g)) in jobs(batch, rec).iter().zip(per_signal) {
+        let mix = &specs[spec_index];
+        let mask_base = (b * rec.stems + n) * frames * width;
+        for t in 0..frames {
+            // The DC bin was zeroed after masking, so its mask gets no gradient.
+            let first = usize::from(rec.zero_dc);
+            for f in first..bins {
+                // d/dm of Re/Im(m x) . g  =  conj(x) g.
+                let v = mix.data[t * bins + f].conj() * g.data[t * bins + f];
+                let i = mask_base + t * width + (f * channels + s) * 2;
+                out[i] = v.re;
+                out[i + 1] = v.im;
+            }
+        }
+    }
+    Ok(out)
 }

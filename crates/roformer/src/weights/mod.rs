@@ -206,6 +206,20 @@ pub fn load_state_dict(path: &Path) -> Result<StateDict, WeightsError> {
     Ok(StateDict::new(tensors, metadata, file))
 }
 
+/// A safetensors file already in memory (e.g. built into the binary); `name` stands for its path
+/// in messages.
+pub fn state_dict_from_safetensors_bytes(
+    bytes: &[u8],
+    name: &Path,
+) -> Result<StateDict, WeightsError> {
+    let (tensors, metadata) = safetensors_file::parse(bytes, name)?;
+    Ok(StateDict::new(
+        strip_common_prefixes(tensors),
+        metadata,
+        name.to_path_buf(),
+    ))
+}
+
 /// Strips `module.` / `model.` (repeatedly) when every key carries it.
 fn strip_common_prefixes<T>(mut map: BTreeMap<String, T>) -> BTreeMap<String, T> {
     'outer: loop {
@@ -253,6 +267,24 @@ impl StateDict {
                 PathBuf::from(format!("<synthetic weights, seed {seed}>")),
             )
         }
+    }
+
+    /// A [`synthetic`](Self::synthetic) dict that keeps what it makes up, for
+    /// [`take_made`](Self::take_made): how a model gets initial weights for training.
+    pub fn synthetic_recorded(seed: u64) -> Self {
+        let mut state = Self::synthetic(seed);
+        if let Some(s) = &mut state.synthetic {
+            s.made = Some(BTreeMap::new());
+        }
+        state
+    }
+
+    /// The tensors a [`synthetic_recorded`](Self::synthetic_recorded) dict has made up, by name.
+    pub fn take_made(&mut self) -> BTreeMap<String, Tensor> {
+        self.synthetic
+            .as_mut()
+            .and_then(|s| s.made.take())
+            .unwrap_or_default()
     }
 
     /// Scalars a [`synthetic`](Self::synthetic) dict has made up so far (0 for a checkpoint).

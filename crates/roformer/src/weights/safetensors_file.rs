@@ -11,18 +11,23 @@ use super::WeightsError;
 pub(super) type Loaded = (BTreeMap<String, Tensor>, HashMap<String, String>);
 
 pub(super) fn load(path: &Path) -> Result<Loaded, WeightsError> {
-    let file = path.to_path_buf();
     let buf = std::fs::read(path).map_err(|source| WeightsError::Io {
-        file: file.clone(),
+        file: path.to_path_buf(),
         source,
     })?;
+    parse(&buf, path)
+}
+
+/// The tensors and metadata of safetensors bytes; `path` names them in errors.
+pub(super) fn parse(buf: &[u8], path: &Path) -> Result<Loaded, WeightsError> {
+    let file = path.to_path_buf();
     let bad = |reason: String| WeightsError::Safetensors {
         file: file.clone(),
         reason,
     };
-    let (_, meta) = SafeTensors::read_metadata(&buf).map_err(|e| bad(describe(&e, buf.len())))?;
+    let (_, meta) = SafeTensors::read_metadata(buf).map_err(|e| bad(describe(&e, buf.len())))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
-    let st = SafeTensors::deserialize(&buf).map_err(|e| bad(describe(&e, buf.len())))?;
+    let st = SafeTensors::deserialize(buf).map_err(|e| bad(describe(&e, buf.len())))?;
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
         let shape = view.shape().to_vec();

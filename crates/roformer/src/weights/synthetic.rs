@@ -23,6 +23,8 @@ pub(crate) struct Synthetic {
     seed: u64,
     /// Scalars fabricated so far.
     fabricated: usize,
+    /// Every tensor made, kept when asked for (initial weights for training).
+    pub(crate) made: Option<std::collections::BTreeMap<String, Tensor>>,
 }
 
 impl Synthetic {
@@ -30,6 +32,7 @@ impl Synthetic {
         Self {
             seed,
             fabricated: 0,
+            made: None,
         }
     }
 
@@ -67,8 +70,12 @@ impl Synthetic {
     pub(crate) fn tensor(&mut self, name: &str, shape: &[usize]) -> Tensor {
         let values = self.values(name, shape);
         self.fabricated += values.len();
-        Tensor::from_vec(values, shape, &Device::Cpu)
-            .expect("a fabricated tensor has as many values as its shape")
+        let t = Tensor::from_vec(values, shape, &Device::Cpu)
+            .expect("a fabricated tensor has as many values as its shape");
+        if let Some(made) = &mut self.made {
+            made.insert(name.to_string(), t.clone());
+        }
+        t
     }
 }
 

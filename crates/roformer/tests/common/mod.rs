@@ -1,5 +1,7 @@
 //! Helpers shared by the parity tests (`parity.rs`, `mel_parity.rs`): fixture paths, fixture
 //! models with their PyTorch reference tensors, and comparing outputs.
+// Each test crate uses its own subset of these helpers.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
