@@ -105,6 +105,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
             unsupported.join(", ")
         );
     }
+    if config.model.attn_dropout > 0.0 || config.model.ff_dropout > 0.0 {
+        eprintln!(
+            "warning: model.attn_dropout / ff_dropout ({} / {}) are not applied: this trainer runs \
+             without dropout",
+            config.model.attn_dropout, config.model.ff_dropout
+        );
+    }
     let instruments = &config.training.instruments;
     let (rate, channels) = (config.audio.sample_rate, config.model.audio_channels());
     let train_source = FolderSource::open(&train_dir(&args.data), instruments, rate, channels)?;

@@ -99,6 +99,11 @@ pub struct ModelConfig {
     pub mask_estimator_depth: Option<usize>,
     #[serde(default = "default_mlp_expansion")]
     pub mlp_expansion_factor: usize,
+    /// Dropout rates of training (inference ignores them; the trainer does not apply them yet).
+    #[serde(default)]
+    pub attn_dropout: f64,
+    #[serde(default)]
+    pub ff_dropout: f64,
     #[serde(default)]
     pub skip_connection: bool,
     #[serde(default)]

@@ -1,0 +1,190 @@
+//! `roformer train` end to end on a tiny dataset: checkpoints, log, resume, refusing to overwrite a
+//! run, clear errors for bad data; and `separate` with the built-in default model.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn roformer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_roformer"))
+        .args(args)
+        .output()
+        .expect("the roformer binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// A stereo 16-bit WAV of a tone at `freq` Hz.
+fn write_tone(path: &Path, freq: f64, frames: usize) {
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 44100,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for i in 0..frames {
+        let v = (0.2 * (std::f64::consts::TAU * freq * i as f64 / 44100.0).sin() * 32767.0) as i16;
+        w.write_sample(v).unwrap();
+        w.write_sample(v / 2).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+/// `root/{train,valid}/<track>/{vocals,other}.wav` and the fixture config with 2 batches per epoch.
+fn dataset(root: &Path) -> PathBuf {
+    for (split, tracks) in [("train", 3), ("valid", 1)] {
+        for t in 0..tracks {
+            let dir = root.join("data").join(split).join(format!("track{t}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            write_tone(&dir.join("vocals.wav"), 440.0 + 50.0 * t as f64, 20_000);
+            write_tone(&dir.join("other.wav"), 110.0 + 20.0 * t as f64, 20_000);
+        }
+    }
+    let config = std::fs::read_to_string(
+        repo().join("tests/fixtures/models/bs_stereo_2stem_hop512/config.yaml"),
+    )
+    .unwrap()
+    .replace("num_steps: 1000", "num_steps: 2");
+    let path = root.join("config.yaml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+fn log_rows(run: &Path) -> usize {
+    std::fs::read_to_string(run.join("log.csv"))
+        .unwrap()
+        .lines()
+        .count()
+}
+
+#[test]
+fn trains_resumes_and_separates_with_the_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = dataset(tmp.path());
+    let (data, run) = (tmp.path().join("data"), tmp.path().join("run"));
+
+    let out = roformer(&[
+        "train",
+        "--config",
+        p(&config),
+        "--data",
+        p(&data),
+        "-o",
+        p(&run),
+        "--epochs",
+        "1",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The fixture config has dropout 0.1, which the trainer says it does not apply.
+    assert!(stderr(&out).contains("dropout"), "{}", stderr(&out));
+    for f in [
+        "last.safetensors",
+        "best.safetensors",
+        "state.safetensors",
+        "log.csv",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    assert_eq!(log_rows(&run), 2);
+
+    // A second start in the same directory is refused; --resume continues.
+    let out = roformer(&[
+        "train",
+        "--config",
+        p(&config),
+        "--data",
+        p(&data),
+        "-o",
+        p(&run),
+        "--quiet",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("already holds a run"),
+        "{}",
+        stderr(&out)
+    );
+    let out = roformer(&[
+        "train",
+        "--data",
+        p(&data),
+        "-o",
+        p(&run),
+        "--resume",
+        "--epochs",
+        "2",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(log_rows(&run), 3);
+
+    // The checkpoint carries its config: separate runs it as is.
+    let mix = data.join("valid/track0/vocals.wav");
+    let sep = tmp.path().join("sep");
+    let out = roformer(&[
+        "separate",
+        p(&mix),
+        "--model",
+        p(&run.join("last.safetensors")),
+        "-o",
+        p(&sep),
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(sep.join("vocals/vocals.wav").is_file() && sep.join("vocals/other.wav").is_file());
+}
+
+#[test]
+fn bad_training_data_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = dataset(tmp.path());
+    let data = tmp.path().join("data");
+    std::fs::remove_file(data.join("train/track1/other.wav")).unwrap();
+    let out = roformer(&[
+        "train",
+        "--config",
+        p(&config),
+        "--data",
+        p(&data),
+        "-o",
+        p(&tmp.path().join("run")),
+        "--quiet",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("track1/other.wav"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn separate_without_a_model_uses_the_built_in_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = repo().join("demo/bach-chorale-bwv438.flac");
+    let out = roformer(&["separate", p(&demo), "-o", p(tmp.path())]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("built-in default model"),
+        "{}",
+        stderr(&out)
+    );
+    for stem in ["vocals", "drums", "bass", "other"] {
+        let f = tmp
+            .path()
+            .join("bach-chorale-bwv438")
+            .join(format!("{stem}.wav"));
+        assert!(f.is_file(), "{} missing", f.display());
+    }
+}
