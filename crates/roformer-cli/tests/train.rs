@@ -170,6 +170,37 @@ fn bad_training_data_is_named() {
 }
 
 #[test]
+fn an_unsupported_scheduler_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = dataset(tmp.path());
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "  optimizer: adam\n",
+            "  optimizer: adam\n  scheduler: linear_scheduler\n",
+        ),
+    )
+    .unwrap();
+    let out = roformer(&[
+        "train",
+        "--config",
+        p(&config),
+        "--data",
+        p(&tmp.path().join("data")),
+        "-o",
+        p(&tmp.path().join("run")),
+        "--quiet",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("training.scheduler `linear_scheduler`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn separate_without_a_model_uses_the_built_in_one() {
     let tmp = tempfile::tempdir().unwrap();
     let demo = repo().join("demo/bach-chorale-bwv438.flac");

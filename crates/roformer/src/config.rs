@@ -187,6 +187,9 @@ pub struct TrainingConfig {
     pub ema_momentum: f64,
     #[serde(default = "default_optimizer")]
     pub optimizer: String,
+    /// MSST `training.scheduler` (default ReduceLROnPlateau, the only one the trainer has).
+    #[serde(default)]
+    pub scheduler: Option<String>,
 }
 
 /// The optional top-level `optimizer` section: keyword arguments MSST passes to the optimiser.

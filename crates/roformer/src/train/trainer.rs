@@ -137,6 +137,11 @@ impl Trainer {
         params.network(&setup.config)?;
         let settings = AdamSettings::from_config(&setup.config)?;
         let t = &setup.config.training;
+        if let Some(other) = t.scheduler.as_deref().filter(|s| *s != "ReduceLROnPlateau") {
+            return Err(Error::Unsupported(format!(
+                "training.scheduler `{other}`: the trainer has ReduceLROnPlateau"
+            )));
+        }
         let progress = Progress {
             epoch: 0,
             lr: settings.lr,
