@@ -1,7 +1,9 @@
 //! `roformer bench`: the JSON report of a run on made-up weights, and its errors.
 
+mod common;
+use common::roformer;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use roformer::config::MsstConfig;
 use roformer::model::flops::{self, ModelFlops};
@@ -12,13 +14,6 @@ fn fixture_config(name: &str) -> PathBuf {
         .join("../../tests/fixtures/models")
         .join(name)
         .join("config.yaml")
-}
-
-fn roformer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_roformer"))
-        .args(args)
-        .output()
-        .expect("the roformer binary runs")
 }
 
 fn bench_json(args: &[&str]) -> Value {

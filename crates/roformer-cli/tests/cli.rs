@@ -2,9 +2,9 @@
 //! output handling, and every kind of bad input.
 
 mod common;
-use common::tree_bytes;
+use common::{p, roformer, stderr, tree_bytes};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use roformer::weights::load_state_dict;
 
@@ -23,21 +23,6 @@ fn fixture_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         dir.join("config.yaml"),
         dir.join("mixture.wav"),
     )
-}
-
-fn roformer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_roformer"))
-        .args(args)
-        .output()
-        .expect("the roformer binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 /// Planar samples of a WAV file.

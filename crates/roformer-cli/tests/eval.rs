@@ -2,10 +2,12 @@
 //! functions, through tests/fixtures/metrics written by tools/gen_metric_fixtures.py), and its
 //! handling of folders, mismatched files and `--model`.
 
+mod common;
+use common::{p, roformer, stderr};
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 use symphonia::core::codecs::audio::AudioDecoderOptions;
@@ -21,21 +23,6 @@ const STEMS: [&str; 4] = ["vocals", "drums", "bass", "other"];
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn roformer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_roformer"))
-        .args(args)
-        .output()
-        .expect("the roformer binary runs")
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Planar samples of any audio file symphonia reads (the fixtures are 16-bit FLAC).

@@ -5,7 +5,7 @@
 //! WAV and FLAC output.
 
 mod common;
-use common::tree_bytes;
+use common::{p, tree_bytes};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -13,10 +13,6 @@ fn model_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/models")
         .join(name)
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 /// A `seconds` long WAV at `rate` Hz with `channels` channels: tones and a little noise, with

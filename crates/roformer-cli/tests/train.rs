@@ -1,26 +1,13 @@
 //! `roformer train` end to end on a tiny dataset: checkpoints, log, resume, refusing to overwrite a
 //! run, clear errors for bad data; and `separate` with the built-in default model.
 
+mod common;
+use common::{p, roformer, stderr};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn roformer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_roformer"))
-        .args(args)
-        .output()
-        .expect("the roformer binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 /// A stereo 16-bit WAV of a tone at `freq` Hz.

@@ -1,7 +1,10 @@
 //! Helpers shared by the CLI test binaries.
+// Each test binary uses its own subset.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 /// All files under `dir`, relative, with their bytes.
 pub fn tree_bytes(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -19,4 +22,20 @@ pub fn tree_bytes(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         }
     }
     files
+}
+
+/// Runs the `roformer` binary with `args`.
+pub fn roformer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_roformer"))
+        .args(args)
+        .output()
+        .expect("the roformer binary runs")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
 }
