@@ -5,6 +5,7 @@ mod common;
 use common::{p, roformer, stderr};
 
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -47,6 +48,14 @@ fn dataset(root: &Path) -> PathBuf {
     path
 }
 
+/// `roformer train --data ROOT/data -o ROOT/run --quiet` plus `extra`.
+fn train(root: &Path, extra: &[&str]) -> Output {
+    let (data, run) = (root.join("data"), root.join("run"));
+    let mut args = vec!["train", "--data", p(&data), "-o", p(&run), "--quiet"];
+    args.extend_from_slice(extra);
+    roformer(&args)
+}
+
 fn log_rows(run: &Path) -> usize {
     std::fs::read_to_string(run.join("log.csv"))
         .unwrap()
@@ -60,18 +69,7 @@ fn trains_resumes_and_separates_with_the_result() {
     let config = dataset(tmp.path());
     let (data, run) = (tmp.path().join("data"), tmp.path().join("run"));
 
-    let out = roformer(&[
-        "train",
-        "--config",
-        p(&config),
-        "--data",
-        p(&data),
-        "-o",
-        p(&run),
-        "--epochs",
-        "1",
-        "--quiet",
-    ]);
+    let out = train(tmp.path(), &["--config", p(&config), "--epochs", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     // The fixture config has dropout 0.1, which the trainer says it does not apply.
     assert!(stderr(&out).contains("dropout"), "{}", stderr(&out));
@@ -86,33 +84,14 @@ fn trains_resumes_and_separates_with_the_result() {
     assert_eq!(log_rows(&run), 2);
 
     // A second start in the same directory is refused; --resume continues.
-    let out = roformer(&[
-        "train",
-        "--config",
-        p(&config),
-        "--data",
-        p(&data),
-        "-o",
-        p(&run),
-        "--quiet",
-    ]);
+    let out = train(tmp.path(), &["--config", p(&config)]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("already holds a run"),
         "{}",
         stderr(&out)
     );
-    let out = roformer(&[
-        "train",
-        "--data",
-        p(&data),
-        "-o",
-        p(&run),
-        "--resume",
-        "--epochs",
-        "2",
-        "--quiet",
-    ]);
+    let out = train(tmp.path(), &["--resume", "--epochs", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(log_rows(&run), 3);
 
@@ -138,16 +117,7 @@ fn bad_training_data_is_named() {
     let config = dataset(tmp.path());
     let data = tmp.path().join("data");
     std::fs::remove_file(data.join("train/track1/other.wav")).unwrap();
-    let out = roformer(&[
-        "train",
-        "--config",
-        p(&config),
-        "--data",
-        p(&data),
-        "-o",
-        p(&tmp.path().join("run")),
-        "--quiet",
-    ]);
+    let out = train(tmp.path(), &["--config", p(&config)]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("track1/other.wav"),
@@ -169,16 +139,7 @@ fn an_unsupported_scheduler_is_refused() {
         ),
     )
     .unwrap();
-    let out = roformer(&[
-        "train",
-        "--config",
-        p(&config),
-        "--data",
-        p(&tmp.path().join("data")),
-        "-o",
-        p(&tmp.path().join("run")),
-        "--quiet",
-    ]);
+    let out = train(tmp.path(), &["--config", p(&config)]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("training.scheduler `linear_scheduler`"),
