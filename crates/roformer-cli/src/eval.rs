@@ -1,25 +1,26 @@
 //! `roformer eval`: score separated stems against references with the metrics of the
 //! leaderboards (global SDR, SI-SDR; MSST) and of the papers (BSSEval v4; museval), plus MSST's
-//! fullness and bleedless. With `--model` the mixtures are separated first, by `separate`'s code.
+//! fullness and bleedless. With `--model` the mixtures are separated first, by the library's `Separator`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use rayon::prelude::*;
 use roformer::metrics::{
     bleedless_fullness, bss_eval_v4, nanmean, nanmedian, sdr, si_sdr, BssEvalOptions, BssFrames,
     BssScores,
 };
+use roformer::audio::{decode_file, Audio, OutputFormat, PcmFormat};
+use roformer::FileOptions;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
-use crate::audio::{decode_file, Audio};
 use crate::inputs;
-use crate::separate::{self, FileFormat, ModelArgs, Pcm, SeparateArgs};
+use crate::separate::{self, ModelArgs};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -133,35 +134,22 @@ fn temp_dir(purpose: &str) -> Result<TempDir> {
     Ok(TempDir(dir))
 }
 
-/// Runs `separate` on every track's mixture, writing `<out>/<track>/<stem>.wav` (float WAV).
-/// Returns the estimates folder and the temporary folder to remove afterwards, if any.
+/// Separates every track's mixture with the library's separator, writing
+/// `<out>/<track>/<stem>.wav` (float WAV). Returns the estimates folder and the temporary folder
+/// to remove afterwards, if any. A track that fails is reported and then lacks estimates.
 fn separate_mixtures(args: &EvalArgs, tracks: &[Track]) -> Result<(PathBuf, Option<TempDir>)> {
-    // `separate` names each output folder after its input file: give it links named after the
-    // tracks.
-    let links = temp_dir("inputs")?;
-    let mut inputs = Vec::new();
-    for track in tracks {
-        let Some(mixture) = &track.mixture else {
-            bail!(
-                "{}: no mixture file to separate (expected {}/mixture.wav)",
-                track.dir.display(),
-                track.dir.display()
-            );
-        };
-        let ext = mixture
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("wav");
-        let link = links.0.join(format!("{}.{ext}", track.name));
-        let target = std::path::absolute(mixture).unwrap_or_else(|_| mixture.clone());
-        #[cfg(unix)]
-        std::os::unix::fs::symlink(&target, &link)
-            .with_context(|| format!("cannot link {}", link.display()))?;
-        #[cfg(not(unix))]
-        std::fs::copy(&target, &link)
-            .with_context(|| format!("cannot copy {}", target.display()))?;
-        inputs.push(link);
-    }
+    let mixtures = tracks
+        .iter()
+        .map(|track| {
+            track.mixture.as_ref().ok_or_else(|| {
+                anyhow!(
+                    "{}: no mixture file to separate (expected {}/mixture.wav)",
+                    track.dir.display(),
+                    track.dir.display()
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let (output, temp) = match &args.separated {
         Some(dir) => (dir.clone(), None),
         None => {
@@ -169,21 +157,22 @@ fn separate_mixtures(args: &EvalArgs, tracks: &[Track]) -> Result<(PathBuf, Opti
             (t.0.clone(), Some(t))
         }
     };
-    let sep = SeparateArgs {
-        inputs,
-        models: args.models.clone(),
-        output: output.clone(),
-        format: FileFormat::Wav,
-        pcm: Pcm::Float32,
-        instrumental: args.instrumental,
+    let builder = args.models.builder()?.instrumental(args.instrumental);
+    let separator = separate::open_separator(builder, &args.models, args.quiet)?;
+    let options = FileOptions {
+        format: OutputFormat::Wav(PcmFormat::Float32),
         overwrite: true,
-        quiet: args.quiet,
-        threads: args.threads,
-        whole_track: false,
+        ..FileOptions::default()
     };
-    // Tracks that failed to separate are reported by `separate` and then lack estimates.
-    let _ = separate::run(sep)?;
-    drop(links);
+    let total = tracks.len();
+    for (i, (track, mixture)) in tracks.iter().zip(mixtures).enumerate() {
+        let label = format!("[{}/{}] {}", i + 1, total, track.name);
+        let dir = output.join(&track.name);
+        if let Err(e) = separate::separate_one(&separator, mixture, &dir, &options, &label, args.quiet)
+        {
+            eprintln!("error: {}: {e:#}", mixture.display());
+        }
+    }
     Ok((output, temp))
 }
 

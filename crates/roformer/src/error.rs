@@ -6,7 +6,9 @@ use crate::weights::WeightsError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Every way the library can fail; the message names the file or the value at fault.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("cannot read config {path}: {source}")]
     ConfigIo {
@@ -34,6 +36,36 @@ pub enum Error {
     ArchitectureMismatch(String),
     #[error("training: {0}")]
     Train(String),
+    /// A checkpoint without an embedded config was opened without a config file.
+    #[error(
+        "{} carries no config: pass the model's YAML config with --config (or `config` in the API)",
+        .model.display()
+    )]
+    MissingConfig { model: PathBuf },
+    /// Chunk size, overlap or batch size that cannot separate.
+    #[error("invalid chunking: {0}")]
+    InvalidChunking(String),
+    /// Audio with another channel count than the model takes.
+    #[error("the model expects {expected} channel(s), the audio has {found}")]
+    ChannelMismatch { expected: usize, found: usize },
+    /// Audio at another sample rate than the model's, where it cannot be resampled.
+    #[error("the model runs at {expected} Hz, the audio is at {found} Hz (resampling needs the `audio` feature)")]
+    SampleRateMismatch { expected: u32, found: u32 },
+    /// Audio without samples, or with channels of different lengths.
+    #[error("the audio is empty or its channels differ in length")]
+    EmptyAudio,
+    /// A streamed input that gave fewer frames than it announced.
+    #[error("the audio ended after {read} of {expected} frames, or its channels differ in length")]
+    TrackEnded { read: usize, expected: usize },
+    /// Models that cannot form an ensemble, or ensemble inputs that do not fit together.
+    #[error("{0}")]
+    Ensemble(String),
+    /// An option value outside its range.
+    #[error("{0}")]
+    InvalidOption(String),
+    /// The separation was stopped through its [`CancelToken`](crate::CancelToken).
+    #[error("the separation was cancelled")]
+    Cancelled,
     #[error("{}: {source}", .path.display())]
     Io {
         path: PathBuf,

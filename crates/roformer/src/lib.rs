@@ -12,8 +12,17 @@ pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod separate;
+mod separator;
 pub mod train;
 pub mod weights;
 
 pub use candle_core::{Device, Tensor};
+pub use audio::Audio;
+pub use cpu::Precision;
 pub use error::{Error, Result};
+pub use separate::EnsembleAlgorithm;
+#[cfg(feature = "audio")]
+pub use separator::{FileOptions, FileOutcome};
+pub use separator::{
+    CancelToken, Hooks, ModelInfo, Notice, Progress, Separator, SeparatorBuilder, Stems,
+};

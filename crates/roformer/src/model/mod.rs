@@ -214,10 +214,9 @@ impl LoadedModel {
         options: LoadOptions,
     ) -> Result<Self> {
         let Some(text) = state.metadata.get(CONFIG_METADATA_KEY) else {
-            return Err(Error::Unsupported(format!(
-                "{} carries no config: pass the model's YAML config with --config",
-                state.source().display()
-            )));
+            return Err(Error::MissingConfig {
+                model: state.source().to_path_buf(),
+            });
         };
         let config = MsstConfig::from_yaml(text, state.source())?;
         Self::from_state_dict_with(config, state, device, options)

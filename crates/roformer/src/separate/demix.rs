@@ -93,13 +93,11 @@ impl ChunkPlan {
             batch_size,
         } = *options;
         if len == 0 {
-            return Err(Error::Audio(
-                "the audio is empty or its channels differ in length".into(),
-            ));
+            return Err(Error::EmptyAudio);
         }
         if num_overlap == 0 || batch_size == 0 || chunk < num_overlap {
-            return Err(Error::Audio(format!(
-                "invalid chunking: chunk {chunk}, overlap {num_overlap}, batch {batch_size}"
+            return Err(Error::InvalidChunking(format!(
+                "chunk {chunk}, overlap {num_overlap}, batch {batch_size}"
             )));
         }
         let step = chunk / num_overlap;
@@ -128,16 +126,14 @@ pub fn demix(
         ..
     } = *options;
     if mix.len() != channels {
-        return Err(Error::Audio(format!(
-            "the model expects {channels} channel(s), the audio has {}",
-            mix.len()
-        )));
+        return Err(Error::ChannelMismatch {
+            expected: channels,
+            found: mix.len(),
+        });
     }
     let len = mix[0].len();
     if mix.iter().any(|c| c.len() != len) {
-        return Err(Error::Audio(
-            "the audio is empty or its channels differ in length".into(),
-        ));
+        return Err(Error::EmptyAudio);
     }
     let ChunkPlan { step, fade, offset } = ChunkPlan::new(options, len)?;
     let total = len + 2 * offset;

@@ -263,12 +263,12 @@ pub fn ensemble(
 ) -> Result<Vec<Vec<f32>>> {
     let first = inputs
         .first()
-        .ok_or_else(|| Error::Audio("ensemble of no signals".into()))?;
+        .ok_or_else(|| Error::Ensemble("ensemble of no signals".into()))?;
     let channels = first.len();
     let len = first.first().map_or(0, Vec::len);
     for (i, x) in inputs.iter().enumerate() {
         if x.len() != channels || x.iter().any(|c| c.len() != len) {
-            return Err(Error::Audio(format!(
+            return Err(Error::Ensemble(format!(
                 "ensemble input {} has a different shape than the first one ({channels} channel(s) of {len} samples)",
                 i + 1
             )));
@@ -276,7 +276,7 @@ pub fn ensemble(
     }
     let weights: Vec<f64> = match weights {
         Some(w) if w.len() != inputs.len() => {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Ensemble(format!(
                 "{} ensemble weights for {} signals",
                 w.len(),
                 inputs.len()
@@ -286,7 +286,7 @@ pub fn ensemble(
         None => vec![1.0; inputs.len()],
     };
     if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || weights.iter().sum::<f64>() <= 0.0 {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Ensemble(format!(
             "ensemble weights must be non-negative and not all zero, got {weights:?}"
         )));
     }

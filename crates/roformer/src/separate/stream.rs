@@ -207,11 +207,10 @@ impl<'a> Streamer<'a> {
             let want = end - self.in_end();
             let got = source.read(&mut self.input, want)?;
             if got == 0 || self.input.iter().any(|c| c.len() != self.input[0].len()) {
-                return Err(Error::Audio(format!(
-                    "the audio ended after {} of {} frames, or its channels differ in length",
-                    self.in_end(),
-                    self.len
-                )));
+                return Err(Error::TrackEnded {
+                    read: self.in_end(),
+                    expected: self.len,
+                });
             }
         }
         Ok(())

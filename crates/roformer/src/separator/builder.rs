@@ -1,0 +1,336 @@
+//! [`SeparatorBuilder`]: which model(s), on which device and engine, with which chunking.
+
+use std::path::{Path, PathBuf};
+
+use super::{Member, Separator};
+use crate::config::MsstConfig;
+use crate::cpu::{Engine, Precision};
+use crate::device::open_device;
+use crate::error::{Error, Result};
+use crate::model::{LoadOptions, LoadedModel};
+use crate::separate::{DemixOptions, EnsembleAlgorithm};
+
+/// Where a model's weights come from.
+#[derive(Debug, Clone)]
+enum Weights {
+    File(PathBuf),
+    #[cfg(feature = "default-model")]
+    Builtin,
+}
+
+/// The model `Separator::builtin` opens: a small 4-stem BS-RoFormer trained with
+/// `roformer train` on the rendered dataset (models/default/README.md).
+#[cfg(feature = "default-model")]
+const BUILTIN_MODEL: &[u8] = include_bytes!("../../../../models/default/model.safetensors");
+#[cfg(feature = "default-model")]
+const BUILTIN_NAME: &str = "built-in default model (models/default)";
+
+#[derive(Debug, Clone)]
+struct ModelSource {
+    weights: Weights,
+    config: Option<PathBuf>,
+}
+
+/// Describes a [`Separator`] before it is opened; every setting has the CLI's default.
+///
+/// ```no_run
+/// # fn main() -> roformer::Result<()> {
+/// use roformer::{Precision, Separator};
+/// let separator = Separator::builder("model_bs_roformer_ep_317_sdr_12.9755.ckpt")
+///     .config("model_bs_roformer_ep_317_sdr_12.9755.yaml")
+///     .precision(Precision::Int8)
+///     .overlap(Some(4))
+///     .instrumental(true)
+///     .open()?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct SeparatorBuilder {
+    models: Vec<ModelSource>,
+    device: String,
+    precision: Precision,
+    reference_engine: bool,
+    tta: bool,
+    overlap: Option<usize>,
+    chunk_size: Option<usize>,
+    batch_size: Option<usize>,
+    instrumental: bool,
+    algorithm: EnsembleAlgorithm,
+    weights: Option<Vec<f64>>,
+}
+
+impl SeparatorBuilder {
+    fn with(weights: Weights) -> Self {
+        Self {
+            models: vec![ModelSource {
+                weights,
+                config: None,
+            }],
+            device: "cpu".into(),
+            precision: Precision::F32,
+            reference_engine: false,
+            tta: false,
+            overlap: None,
+            chunk_size: None,
+            batch_size: None,
+            instrumental: false,
+            algorithm: EnsembleAlgorithm::AvgWave,
+            weights: None,
+        }
+    }
+
+    pub(super) fn new(weights: PathBuf) -> Self {
+        Self::with(Weights::File(weights))
+    }
+
+    #[cfg(feature = "default-model")]
+    pub(super) fn builtin() -> Self {
+        Self::with(Weights::Builtin)
+    }
+
+    /// The MSST YAML config of the model added last (not needed for a `.safetensors` written by
+    /// `roformer convert` or `roformer train`, which carries its config).
+    pub fn config(mut self, config: impl Into<PathBuf>) -> Self {
+        if let Some(last) = self.models.last_mut() {
+            last.config = Some(config.into());
+        }
+        self
+    }
+
+    /// Adds a model to an ensemble: stems with the same name are combined with the
+    /// [`ensemble`](Self::ensemble) algorithm. Every setting applies to every model.
+    pub fn add_model(mut self, weights: impl Into<PathBuf>, config: Option<&Path>) -> Self {
+        self.models.push(ModelSource {
+            weights: Weights::File(weights.into()),
+            config: config.map(Path::to_path_buf),
+        });
+        self
+    }
+
+    /// The compute device: `cpu` (default), `cuda`, `cuda:N`, `metal`, `metal:N`.
+    pub fn device(mut self, device: impl Into<String>) -> Self {
+        self.device = device.into();
+        self
+    }
+
+    /// Arithmetic of the fused CPU engine's matrix products (default f32).
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// Runs the plain framework path instead of the fused CPU engine (slower; the reference the
+    /// fused engine is tested against).
+    pub fn reference_engine(mut self, on: bool) -> Self {
+        self.reference_engine = on;
+        self
+    }
+
+    /// MSST's test-time augmentation: also separates the channel-swapped and the
+    /// polarity-inverted track and averages the three (3x slower).
+    pub fn tta(mut self, on: bool) -> Self {
+        self.tta = on;
+        self
+    }
+
+    /// Chunks overlapping each sample (default: the config's `inference.num_overlap`).
+    pub fn overlap(mut self, overlap: Option<usize>) -> Self {
+        self.overlap = overlap;
+        self
+    }
+
+    /// Samples per chunk (default: the config's `inference.chunk_size` or `audio.chunk_size`).
+    pub fn chunk_size(mut self, chunk_size: Option<usize>) -> Self {
+        self.chunk_size = chunk_size;
+        self
+    }
+
+    /// Chunks per model call (default: the config's `inference.batch_size`; results do not
+    /// depend on it).
+    pub fn batch_size(mut self, batch_size: Option<usize>) -> Self {
+        self.batch_size = batch_size;
+        self
+    }
+
+    /// Also returns `instrumental` = mixture - vocals (or - the first stem), MSST's
+    /// `--extract_instrumental`, unless a model writes an `instrumental` stem itself.
+    pub fn instrumental(mut self, on: bool) -> Self {
+        self.instrumental = on;
+        self
+    }
+
+    /// How an ensemble's stems are combined (default `avg_wave`).
+    pub fn ensemble(mut self, algorithm: EnsembleAlgorithm) -> Self {
+        self.algorithm = algorithm;
+        self
+    }
+
+    /// One weight per model for the `avg_*` ensemble algorithms (default all 1).
+    pub fn weights(mut self, weights: Vec<f64>) -> Self {
+        self.weights = Some(weights);
+        self
+    }
+
+    /// Loads every model and checks that they can work together.
+    pub fn open(self) -> Result<Separator> {
+        let n = self.models.len();
+        let weights = match self.weights.clone() {
+            Some(w) if w.len() != n => {
+                return Err(Error::Ensemble(format!(
+                    "{} ensemble weights for {n} model(s): give one weight per model",
+                    w.len()
+                )))
+            }
+            Some(w)
+                if w.iter().any(|w| !w.is_finite() || *w < 0.0)
+                    || w.iter().sum::<f64>() <= 0.0 =>
+            {
+                return Err(Error::Ensemble(
+                    "ensemble weights must be non-negative numbers, not all zero".into(),
+                ))
+            }
+            Some(w) => w,
+            None => vec![1.0; n],
+        };
+        let device = open_device(&self.device)?;
+        let options = LoadOptions {
+            engine: if self.reference_engine {
+                Engine::Reference
+            } else {
+                Engine::Auto
+            },
+            precision: self.precision,
+        };
+        let members = self
+            .models
+            .iter()
+            .zip(weights)
+            .map(|(source, weight)| self.load(source, &device, options, weight))
+            .collect::<Result<Vec<_>>>()?;
+
+        let first = &members[0];
+        let sample_rate = first.model.config.audio.sample_rate;
+        let channels = first.model.config.model.audio_channels();
+        for m in &members[1..] {
+            let cfg = &m.model.config;
+            if cfg.audio.sample_rate != sample_rate {
+                return Err(Error::Ensemble(format!(
+                    "all models of an ensemble must have the same sample rate: {} has {} Hz, {} has {} Hz",
+                    first.name.display(),
+                    sample_rate,
+                    m.name.display(),
+                    cfg.audio.sample_rate
+                )));
+            }
+            if cfg.model.audio_channels() != channels {
+                return Err(Error::Ensemble(format!(
+                    "all models of an ensemble must take the same number of channels: {} takes {}, {} takes {}",
+                    first.name.display(),
+                    channels,
+                    m.name.display(),
+                    cfg.model.audio_channels()
+                )));
+            }
+        }
+        let mut stems: Vec<String> = Vec::new();
+        for m in &members {
+            for s in m.model.config.stem_names() {
+                if !stems.contains(&s) {
+                    stems.push(s);
+                }
+            }
+        }
+        let instrumental_of = (self.instrumental && !stems.iter().any(|s| s == "instrumental"))
+            .then(|| stems.iter().position(|s| s == "vocals").unwrap_or(0));
+        let mut outputs = stems.clone();
+        if instrumental_of.is_some() {
+            outputs.push("instrumental".into());
+        }
+        Ok(Separator {
+            members,
+            algorithm: self.algorithm,
+            tta: self.tta,
+            stems,
+            outputs,
+            instrumental_of,
+            sample_rate,
+            channels,
+            device: self.device.trim().to_ascii_lowercase(),
+        })
+    }
+
+    /// Loads one model and applies the chunking overrides.
+    fn load(
+        &self,
+        source: &ModelSource,
+        device: &candle_core::Device,
+        options: LoadOptions,
+        weight: f64,
+    ) -> Result<Member> {
+        let (name, mut model) = match &source.weights {
+            Weights::File(path) => {
+                let model =
+                    LoadedModel::open_with(path, source.config.as_deref(), device, options)?;
+                (path.clone(), model)
+            }
+            #[cfg(feature = "default-model")]
+            Weights::Builtin => {
+                let name = PathBuf::from(BUILTIN_NAME);
+                let state = crate::weights::state_dict_from_safetensors_bytes(BUILTIN_MODEL, &name)?;
+                let model = match &source.config {
+                    Some(config) => LoadedModel::from_state_dict_with(
+                        MsstConfig::from_file(config)?,
+                        state,
+                        device,
+                        options,
+                    )?,
+                    None => LoadedModel::from_embedded_config(state, device, options)?,
+                };
+                (name, model)
+            }
+        };
+        let config = &mut model.config;
+        if let Some(c) = self.chunk_size {
+            config.inference.chunk_size = Some(c);
+        }
+        if let Some(o) = self.overlap {
+            config.inference.num_overlap = o;
+        }
+        if let Some(b) = self.batch_size {
+            config.inference.batch_size = b;
+        }
+        let demix = DemixOptions {
+            chunk_size: config.chunk_size(),
+            num_overlap: config.inference.num_overlap,
+            batch_size: config.inference.batch_size,
+        };
+        check_chunking(&demix, config, &name)?;
+        Ok(Member {
+            name,
+            model,
+            demix,
+            weight,
+        })
+    }
+}
+
+/// The chunking must give at least one STFT window per chunk and a step of at least a sample.
+fn check_chunking(demix: &DemixOptions, config: &MsstConfig, model: &Path) -> Result<()> {
+    if demix.num_overlap == 0 || demix.batch_size == 0 {
+        return Err(Error::InvalidChunking(format!(
+            "overlap and batch size must be at least 1 (got {} and {})",
+            demix.num_overlap, demix.batch_size
+        )));
+    }
+    let n_fft = config.model.stft_n_fft;
+    if demix.chunk_size < n_fft || demix.chunk_size < demix.num_overlap {
+        return Err(Error::InvalidChunking(format!(
+            "chunk size {} is too small for {} (at least one STFT window, {n_fft} samples)",
+            demix.chunk_size,
+            model.display()
+        )));
+    }
+    Ok(())
+}
