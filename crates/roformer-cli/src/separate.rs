@@ -16,6 +16,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use roformer::atomic_file::AtomicFile;
+use roformer::audio::{
+    decode_file, resample, resampled_len, to_channels, write_audio_atomic, Audio, AudioError,
+    Decoder, FlacDepth, OutputFormat, PcmFormat, StreamWriter, TrackReader,
+};
 use roformer::cpu::{Engine, Precision};
 use roformer::model::{LoadOptions, LoadedModel};
 use roformer::separate::{
@@ -24,13 +28,6 @@ use roformer::separate::{
 };
 use roformer::weights::state_dict_from_safetensors_bytes;
 
-use crate::audio::decode::Decoder;
-use crate::audio::resample::resampled_len;
-use crate::audio::track::TrackReader;
-use crate::audio::{
-    decode_file, resample, to_channels, write_audio_atomic, Audio, FlacDepth, OutputFormat,
-    PcmFormat, StreamWriter,
-};
 use crate::inputs;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -232,9 +229,10 @@ struct Reader {
 impl FrameSource for Reader {
     fn read(&mut self, out: &mut [Vec<f32>], max: usize) -> roformer::Result<usize> {
         self.reader.read(out, max).map_err(|e| {
+            let e = anyhow::Error::from(e);
             let message = format!("{e:#}");
             self.error = Some(e);
-            roformer::Error::Audio(message)
+            roformer::Error::Audio(AudioError::Other(message))
         })
     }
 }
@@ -263,10 +261,10 @@ impl StemSink for Writers<'_> {
                 }
             };
             if let Err(e) = written {
-                let e = e.context(format!("cannot write {}", file.display()));
+                let e = anyhow::Error::from(e).context(format!("cannot write {}", file.display()));
                 let message = format!("{e:#}");
                 self.error = Some(e);
-                return Err(roformer::Error::Audio(message));
+                return Err(roformer::Error::Audio(AudioError::Other(message)));
             }
         }
         Ok(())
@@ -534,10 +532,11 @@ impl Job<'_> {
 
         let audio = decode_file(path)?;
         let sample_rate = self.sample_rate;
-        let audio = if audio.sample_rate != sample_rate {
+        let audio = if audio.sample_rate() != sample_rate {
             self.notice(&format!(
                 "{label}: resampling {} Hz -> {} Hz",
-                audio.sample_rate, sample_rate
+                audio.sample_rate(),
+                sample_rate
             ));
             resample(&audio, sample_rate)?
         } else {
@@ -548,7 +547,7 @@ impl Job<'_> {
             eprintln!("warning: {label}: {w}");
         }
 
-        let mut separated = self.separate(&audio.channels, label)?;
+        let mut separated = self.separate(audio.channels(), label)?;
 
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create output folder {}", dir.display()))?;
@@ -559,17 +558,14 @@ impl Job<'_> {
                 None => {
                     let of = instrumental_of.unwrap_or(0);
                     audio
-                        .channels
+                        .channels()
                         .iter()
                         .zip(&separated[of])
                         .map(|(m, s)| m.iter().zip(s).map(|(m, s)| m - s).collect())
                         .collect()
                 }
             };
-            let out = Audio {
-                sample_rate,
-                channels,
-            };
+            let out = Audio::new(sample_rate, channels)?;
             let file = out_path(target);
             write_audio_atomic(&file, &out, self.format)?;
         }
@@ -590,12 +586,10 @@ impl Job<'_> {
                 self.sample_rate
             ));
         }
-        let empty = Audio {
-            sample_rate: rate,
-            channels: vec![Vec::new(); channels],
-        };
-        if let Some(w) = to_channels(empty, self.channels).1 {
-            eprintln!("warning: {label}: {w}");
+        if let Ok(empty) = Audio::new(rate, vec![Vec::new(); channels]) {
+            if let Some(w) = to_channels(empty, self.channels).1 {
+                eprintln!("warning: {label}: {w}");
+            }
         }
     }
 

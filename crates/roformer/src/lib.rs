@@ -4,6 +4,7 @@
 //! The library has no terminal code: the `roformer` binary (crate `roformer-cli`) sits on top.
 
 pub mod atomic_file;
+pub mod audio;
 pub mod config;
 pub mod cpu;
 pub mod device;

@@ -14,6 +14,7 @@
 //! bit-identical results; this whole-track form stays as its reference.
 
 use super::Separator;
+use crate::audio::AudioError;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,14 +94,14 @@ impl ChunkPlan {
             batch_size,
         } = *options;
         if len == 0 {
-            return Err(Error::Audio(
+            return Err(Error::Audio(AudioError::Other(
                 "the audio is empty or its channels differ in length".into(),
-            ));
+            )));
         }
         if num_overlap == 0 || batch_size == 0 || chunk < num_overlap {
-            return Err(Error::Audio(format!(
+            return Err(Error::Audio(AudioError::Other(format!(
                 "invalid chunking: chunk {chunk}, overlap {num_overlap}, batch {batch_size}"
-            )));
+            ))));
         }
         let step = chunk / num_overlap;
         let border = chunk - step;
@@ -128,16 +129,16 @@ pub fn demix(
         ..
     } = *options;
     if mix.len() != channels {
-        return Err(Error::Audio(format!(
+        return Err(Error::Audio(AudioError::Other(format!(
             "the model expects {channels} channel(s), the audio has {}",
             mix.len()
-        )));
+        ))));
     }
     let len = mix[0].len();
     if mix.iter().any(|c| c.len() != len) {
-        return Err(Error::Audio(
+        return Err(Error::Audio(AudioError::Other(
             "the audio is empty or its channels differ in length".into(),
-        ));
+        )));
     }
     let ChunkPlan { step, fade, offset } = ChunkPlan::new(options, len)?;
     let total = len + 2 * offset;

@@ -18,6 +18,7 @@ use std::str::FromStr;
 use rayon::prelude::*;
 use realfft::num_complex::Complex32;
 
+use crate::audio::AudioError;
 use crate::dsp::{Spectrogram, Stft};
 use crate::error::{Error, Result};
 
@@ -263,15 +264,15 @@ pub fn ensemble(
 ) -> Result<Vec<Vec<f32>>> {
     let first = inputs
         .first()
-        .ok_or_else(|| Error::Audio("ensemble of no signals".into()))?;
+        .ok_or_else(|| Error::Audio(AudioError::Other("ensemble of no signals".into())))?;
     let channels = first.len();
     let len = first.first().map_or(0, Vec::len);
     for (i, x) in inputs.iter().enumerate() {
         if x.len() != channels || x.iter().any(|c| c.len() != len) {
-            return Err(Error::Audio(format!(
+            return Err(Error::Audio(AudioError::Other(format!(
                 "ensemble input {} has a different shape than the first one ({channels} channel(s) of {len} samples)",
                 i + 1
-            )));
+            ))));
         }
     }
     let weights: Vec<f64> = match weights {

@@ -16,6 +16,7 @@
 
 use super::demix::{chunk_window, reflect_index, ChunkPlan};
 use super::{DemixOptions, Normalization, Progress, Separator};
+use crate::audio::AudioError;
 use crate::error::{Error, Result};
 
 /// Where the track comes from: planar frames, in order.
@@ -207,11 +208,11 @@ impl<'a> Streamer<'a> {
             let want = end - self.in_end();
             let got = source.read(&mut self.input, want)?;
             if got == 0 || self.input.iter().any(|c| c.len() != self.input[0].len()) {
-                return Err(Error::Audio(format!(
+                return Err(Error::Audio(AudioError::Other(format!(
                     "the audio ended after {} of {} frames, or its channels differ in length",
                     self.in_end(),
                     self.len
-                )));
+                ))));
             }
         }
         Ok(())
