@@ -10,11 +10,12 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use rayon::prelude::*;
+use roformer::audio::{decode_file, Audio};
+use roformer::audio::{OutputFormat, PcmFormat};
 use roformer::metrics::{
     bleedless_fullness, bss_eval_v4, nanmean, nanmedian, sdr, si_sdr, BssEvalOptions, BssFrames,
     BssScores,
 };
-use roformer::audio::{decode_file, Audio, OutputFormat, PcmFormat};
 use roformer::FileOptions;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -168,7 +169,8 @@ fn separate_mixtures(args: &EvalArgs, tracks: &[Track]) -> Result<(PathBuf, Opti
     for (i, (track, mixture)) in tracks.iter().zip(mixtures).enumerate() {
         let label = format!("[{}/{}] {}", i + 1, total, track.name);
         let dir = output.join(&track.name);
-        if let Err(e) = separate::separate_one(&separator, mixture, &dir, &options, &label, args.quiet)
+        if let Err(e) =
+            separate::separate_one(&separator, mixture, &dir, &options, &label, args.quiet)
         {
             eprintln!("error: {}: {e:#}", mixture.display());
         }
@@ -333,21 +335,21 @@ fn score_track(args: &EvalArgs, track: &Track, est_dir: &Path) -> Result<TrackSc
     paths.extend(est_files.iter().map(|(_, p)| p.as_path()));
     let mut loaded: Vec<Loaded> = paths.par_iter().map(|p| load(p)).collect::<Result<_>>()?;
     check_compatible(&mut loaded, args.trim)?;
-    let sample_rate = loaded[0].audio.sample_rate;
+    let sample_rate = loaded[0].audio.sample_rate();
     let mut loaded = loaded.into_iter();
     let refs: Vec<(String, Vec<Vec<f32>>)> = track
         .stems
         .iter()
-        .map(|(s, _)| (s.clone(), loaded.next().map(|l| l.audio.channels)))
+        .map(|(s, _)| (s.clone(), loaded.next().map(|l| l.audio.into_channels())))
         .map(|(s, a)| (s, a.unwrap_or_default()))
         .collect();
     let mixture = track
         .mixture
         .as_ref()
-        .and_then(|_| loaded.next().map(|l| l.audio.channels));
+        .and_then(|_| loaded.next().map(|l| l.audio.into_channels()));
     let ests: Vec<(String, Vec<Vec<f32>>)> = est_files
         .iter()
-        .map(|(s, _)| (s.clone(), loaded.next().map(|l| l.audio.channels)))
+        .map(|(s, _)| (s.clone(), loaded.next().map(|l| l.audio.into_channels())))
         .map(|(s, a)| (s, a.unwrap_or_default()))
         .collect();
 
@@ -434,13 +436,13 @@ fn score_track(args: &EvalArgs, track: &Track, est_dir: &Path) -> Result<TrackSc
 fn check_compatible(loaded: &mut [Loaded], trim: bool) -> Result<()> {
     let first = &loaded[0];
     for l in &loaded[1..] {
-        if l.audio.sample_rate != first.audio.sample_rate {
+        if l.audio.sample_rate() != first.audio.sample_rate() {
             bail!(
                 "sample rates differ: {} is {} Hz, {} is {} Hz",
                 first.path.display(),
-                first.audio.sample_rate,
+                first.audio.sample_rate(),
                 l.path.display(),
-                l.audio.sample_rate
+                l.audio.sample_rate()
             );
         }
         if l.audio.num_channels() != first.audio.num_channels() {
@@ -469,9 +471,7 @@ fn check_compatible(loaded: &mut [Loaded], trim: bool) -> Result<()> {
             );
         }
         for l in loaded.iter_mut() {
-            for c in &mut l.audio.channels {
-                c.truncate(shortest);
-            }
+            l.audio.truncate(shortest);
         }
     }
     if shortest == 0 {

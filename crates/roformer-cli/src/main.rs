@@ -1,6 +1,5 @@
 //! `roformer`: separate songs into stems with BS-RoFormer models (MSST checkpoints and configs).
 
-mod audio;
 mod bench;
 mod bench_train;
 mod convert;

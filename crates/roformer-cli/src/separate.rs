@@ -327,13 +327,11 @@ pub fn separate_one(
         current: None,
     };
     let outcome = {
-        let mut hooks = Hooks::new()
-            .progress(|p| bars.show(p))
-            .notice(|n| match n {
-                Notice::Channels(_) => eprintln!("warning: {label}: {n}"),
-                _ if !quiet => eprintln!("{label}: {n}"),
-                _ => {}
-            });
+        let mut hooks = Hooks::new().progress(|p| bars.show(p)).notice(|n| match n {
+            Notice::Channels(_) => eprintln!("warning: {label}: {n}"),
+            _ if !quiet => eprintln!("{label}: {n}"),
+            _ => {}
+        });
         separator.separate_file(path, dir, options, &mut hooks)
     };
     bars.finish();

@@ -21,7 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .progress(|p| eprint!("\r{}/{} chunks", p.chunks_done, p.chunks_total))
         .notice(|n| eprintln!("{n}"));
     let options = FileOptions::default();
-    let outcome = separator.separate_file(input.as_ref(), out_dir.as_ref(), &options, &mut hooks)?;
+    let outcome =
+        separator.separate_file(input.as_ref(), out_dir.as_ref(), &options, &mut hooks)?;
     eprintln!("\n{outcome:?}");
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::audio::AudioError;
 use crate::weights::WeightsError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -23,8 +24,9 @@ pub enum Error {
     Weights(#[from] WeightsError),
     #[error("device `{0}` is not available: {1}")]
     Device(String, String),
-    #[error("audio: {0}")]
-    Audio(String),
+    /// Audio that cannot be read, converted or written, or a signal of the wrong shape.
+    #[error(transparent)]
+    Audio(#[from] AudioError),
     /// A training dataset that cannot be read or sampled as asked.
     #[error("training data: {0}")]
     Data(String),

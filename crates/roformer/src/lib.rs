@@ -4,6 +4,7 @@
 //! The library has no terminal code: the `roformer` binary (crate `roformer-cli`) sits on top.
 
 pub mod atomic_file;
+pub mod audio;
 pub mod config;
 pub mod cpu;
 pub mod device;
@@ -16,13 +17,13 @@ mod separator;
 pub mod train;
 pub mod weights;
 
-pub use candle_core::{Device, Tensor};
 pub use audio::Audio;
+pub use candle_core::{Device, Tensor};
 pub use cpu::Precision;
 pub use error::{Error, Result};
 pub use separate::EnsembleAlgorithm;
-#[cfg(feature = "audio")]
-pub use separator::{FileOptions, FileOutcome};
 pub use separator::{
     CancelToken, Hooks, ModelInfo, Notice, Progress, Separator, SeparatorBuilder, Stems,
 };
+#[cfg(feature = "audio")]
+pub use separator::{FileOptions, FileOutcome};

@@ -44,7 +44,12 @@ fn msst_reference(name: &str) -> Vec<(String, Vec<f32>)> {
     let mut out: Vec<(String, Vec<f32>)> = stems
         .iter()
         .enumerate()
-        .map(|(i, s)| (s.to_string(), separated[i * per_stem..(i + 1) * per_stem].to_vec()))
+        .map(|(i, s)| {
+            (
+                s.to_string(),
+                separated[i * per_stem..(i + 1) * per_stem].to_vec(),
+            )
+        })
         .collect();
     out.push(("instrumental".into(), floats("separated_instrumental")));
     out
@@ -67,7 +72,11 @@ fn bits(a: &Audio) -> Vec<u32> {
 
 #[test]
 fn separate_matches_msst_with_named_stems_and_the_instrumental() {
-    for name in ["bs_stereo_2stem_hop512", "mel_tiny_stereo", "bs_mono_hop441"] {
+    for name in [
+        "bs_stereo_2stem_hop512",
+        "mel_tiny_stereo",
+        "bs_mono_hop441",
+    ] {
         let separator = open(name, true);
         let mix = decode_file(&fixture(name).join("mixture.wav")).unwrap();
         let mut done = 0;
@@ -124,9 +133,7 @@ fn interleaved_audio_at_another_rate_is_resampled_and_adapted() {
     let separator = open("bs_stereo_2stem_hop512", false);
     // Mono, at half the model's rate: resampled, then duplicated to stereo.
     let rate = separator.sample_rate() / 2;
-    let mono: Vec<f32> = (0..rate)
-        .map(|i| 0.3 * (i as f32 * 0.05).sin())
-        .collect();
+    let mono: Vec<f32> = (0..rate).map(|i| 0.3 * (i as f32 * 0.05).sin()).collect();
     let audio = Audio::from_interleaved(rate, 1, &mono).unwrap();
     let mut notices = Vec::new();
     let stems = {
@@ -182,13 +189,24 @@ fn one_separator_serves_two_threads_at_once_with_sequential_results() {
     let inputs: Vec<Audio> = [0.5f32, -0.8]
         .iter()
         .map(|g| {
-            let channels = mix.channels().iter().map(|c| c.iter().map(|x| x * g).collect()).collect();
+            let channels = mix
+                .channels()
+                .iter()
+                .map(|c| c.iter().map(|x| x * g).collect())
+                .collect();
             Audio::new(mix.sample_rate(), channels).unwrap()
         })
         .collect();
     let sequential: Vec<Vec<Vec<u32>>> = inputs
         .iter()
-        .map(|a| separator.separate(a).unwrap().iter().map(|(_, s)| bits(s)).collect())
+        .map(|a| {
+            separator
+                .separate(a)
+                .unwrap()
+                .iter()
+                .map(|(_, s)| bits(s))
+                .collect()
+        })
         .collect();
     let barrier = Barrier::new(inputs.len());
     let concurrent: Vec<Vec<Vec<u32>>> = std::thread::scope(|scope| {
@@ -198,7 +216,12 @@ fn one_separator_serves_two_threads_at_once_with_sequential_results() {
                 let (separator, barrier) = (&separator, &barrier);
                 scope.spawn(move || {
                     barrier.wait();
-                    separator.separate(a).unwrap().iter().map(|(_, s)| bits(s)).collect()
+                    separator
+                        .separate(a)
+                        .unwrap()
+                        .iter()
+                        .map(|(_, s)| bits(s))
+                        .collect()
                 })
             })
             .collect();
@@ -217,7 +240,11 @@ fn bad_inputs_are_typed_errors_naming_the_problem() {
     let bytes = std::fs::read(dir.join("model.ckpt")).unwrap();
     let truncated = tmp.path().join("truncated.ckpt");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    let err = message(Separator::builder(&truncated).config(dir.join("config.yaml")).open());
+    let err = message(
+        Separator::builder(&truncated)
+            .config(dir.join("config.yaml"))
+            .open(),
+    );
     assert!(err.contains("truncated.ckpt"), "{err}");
 
     // A missing file, and a checkpoint without a config.
@@ -239,7 +266,11 @@ fn bad_inputs_are_typed_errors_naming_the_problem() {
     assert!(matches!(r, Err(Error::InvalidChunking(_))), "{r:?}");
 
     // An unknown device, and weights that do not fit an ensemble.
-    let err = message(Separator::builder(dir.join("model.ckpt")).device("tpu").open());
+    let err = message(
+        Separator::builder(dir.join("model.ckpt"))
+            .device("tpu")
+            .open(),
+    );
     assert!(err.contains("tpu"), "{err}");
     let r = Separator::builder(dir.join("model.ckpt"))
         .config(dir.join("config.yaml"))

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use realfft::num_complex::Complex32;
 use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 
+use crate::audio::AudioError;
 use crate::error::{Error, Result};
 
 /// A one-sided complex spectrogram of one signal, stored frame-major: `data[t * bins + f]`.
@@ -103,11 +104,11 @@ impl Stft {
     pub fn forward(&self, signal: &[f32]) -> Result<Spectrogram> {
         let pad = self.n_fft / 2;
         if signal.len() <= pad {
-            return Err(Error::Audio(format!(
+            return Err(Error::Audio(AudioError::Other(format!(
                 "a signal of {} samples is too short for reflect padding by {pad} (STFT size {})",
                 signal.len(),
                 self.n_fft
-            )));
+            ))));
         }
         let padded = reflect_pad(signal, pad);
         let frames = self.frames_for(signal.len());
@@ -122,7 +123,7 @@ impl Stft {
             }
             self.forward
                 .process_with_scratch(&mut input, dst, &mut scratch)
-                .map_err(|e| Error::Audio(format!("FFT failed: {e}")))?;
+                .map_err(|e| Error::Audio(AudioError::Other(format!("FFT failed: {e}"))))?;
         }
         Ok(out)
     }
@@ -130,11 +131,11 @@ impl Stft {
     /// Inverse transform to exactly `length` samples, like `torch.istft(..., length=length)`.
     pub fn inverse(&self, spec: &Spectrogram, length: usize) -> Result<Vec<f32>> {
         if spec.bins != self.bins() {
-            return Err(Error::Audio(format!(
+            return Err(Error::Audio(AudioError::Other(format!(
                 "iSTFT expects {} bins, got {}",
                 self.bins(),
                 spec.bins
-            )));
+            ))));
         }
         let n = self.n_fft;
         let full = n + self.hop * spec.frames.saturating_sub(1);
@@ -155,7 +156,7 @@ impl Stft {
             }
             self.inverse
                 .process_with_scratch(&mut buf, &mut frame, &mut scratch)
-                .map_err(|e| Error::Audio(format!("inverse FFT failed: {e}")))?;
+                .map_err(|e| Error::Audio(AudioError::Other(format!("inverse FFT failed: {e}"))))?;
             let start = t * self.hop;
             for (i, (&x, &w)) in frame.iter().zip(&self.window).enumerate() {
                 acc[start + i] += x * scale * w;
@@ -168,10 +169,10 @@ impl Stft {
         for (i, o) in out.iter_mut().take(available).enumerate() {
             let e = envelope[start + i];
             if e.abs() < 1e-11 {
-                return Err(Error::Audio(format!(
+                return Err(Error::Audio(AudioError::Other(format!(
                     "iSTFT window overlap-add is zero at sample {i} (hop {} too large for the window)",
                     self.hop
-                )));
+                ))));
             }
             *o = acc[start + i] / e;
         }
@@ -189,10 +190,10 @@ impl Stft {
         let n = self.n_fft;
         let pad = n / 2;
         if grad.bins != self.bins() || grad.frames != self.frames_for(len) || len <= pad {
-            return Err(Error::Audio(format!(
+            return Err(Error::Audio(AudioError::Other(format!(
                 "STFT adjoint: {} bins x {} frames do not fit {len} samples",
                 grad.bins, grad.frames
-            )));
+            ))));
         }
         let mut padded = vec![0.0f32; len + 2 * pad];
         let mut buf = self.inverse.make_input_vec();
@@ -211,7 +212,7 @@ impl Stft {
             }
             self.inverse
                 .process_with_scratch(&mut buf, &mut frame, &mut scratch)
-                .map_err(|e| Error::Audio(format!("inverse FFT failed: {e}")))?;
+                .map_err(|e| Error::Audio(AudioError::Other(format!("inverse FFT failed: {e}"))))?;
             let dst = &mut padded[t * self.hop..t * self.hop + n];
             for ((d, &x), &w) in dst.iter_mut().zip(&frame).zip(&self.window) {
                 *d += x * w;
@@ -244,7 +245,7 @@ impl Stft {
             }
             self.forward
                 .process_with_scratch(&mut input, dst, &mut scratch)
-                .map_err(|e| Error::Audio(format!("FFT failed: {e}")))?;
+                .map_err(|e| Error::Audio(AudioError::Other(format!("FFT failed: {e}"))))?;
             // A real inverse FFT counts each inner bin twice (with its mirror) and ignores the
             // imaginary parts of DC and Nyquist.
             for v in dst.iter_mut().skip(1) {

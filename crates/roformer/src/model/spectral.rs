@@ -5,6 +5,7 @@ use candle_core::{Device, Result as CResult, Tensor};
 use rayon::prelude::*;
 use realfft::num_complex::Complex32;
 
+use crate::audio::AudioError;
 use crate::dsp::{Spectrogram, Stft};
 use crate::error::{Error, Result};
 
@@ -21,10 +22,10 @@ pub(crate) fn analyse_batch(
     device: &Device,
 ) -> Result<(Vec<Spectrogram>, Tensor)> {
     if audio.len() != batch * channels * len {
-        return Err(Error::Audio(format!(
+        return Err(Error::Audio(AudioError::Other(format!(
             "expected {batch} x {channels} x {len} samples, got {}",
             audio.len()
-        )));
+        ))));
     }
     let specs = audio
         .par_chunks(len)

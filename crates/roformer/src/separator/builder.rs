@@ -184,8 +184,7 @@ impl SeparatorBuilder {
                 )))
             }
             Some(w)
-                if w.iter().any(|w| !w.is_finite() || *w < 0.0)
-                    || w.iter().sum::<f64>() <= 0.0 =>
+                if w.iter().any(|w| !w.is_finite() || *w < 0.0) || w.iter().sum::<f64>() <= 0.0 =>
             {
                 return Err(Error::Ensemble(
                     "ensemble weights must be non-negative numbers, not all zero".into(),
@@ -278,7 +277,8 @@ impl SeparatorBuilder {
             #[cfg(feature = "default-model")]
             Weights::Builtin => {
                 let name = PathBuf::from(BUILTIN_NAME);
-                let state = crate::weights::state_dict_from_safetensors_bytes(BUILTIN_MODEL, &name)?;
+                let state =
+                    crate::weights::state_dict_from_safetensors_bytes(BUILTIN_MODEL, &name)?;
                 let model = match &source.config {
                     Some(config) => LoadedModel::from_state_dict_with(
                         MsstConfig::from_file(config)?,

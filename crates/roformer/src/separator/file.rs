@@ -18,9 +18,8 @@ use crate::audio::{
 use crate::error::{Error, Result};
 use crate::separate::{self, separate_stream, MeanMeter, Normalization, StemSink, StreamOptions};
 
-/// How [`Separator::separate_file`] writes its outputs.
+/// How [`Separator::separate_file`] writes its outputs (build it with `..FileOptions::default()`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct FileOptions {
     /// Container and sample format (default 24-bit WAV).
     pub format: OutputFormat,
@@ -257,7 +256,7 @@ impl Separator {
             .collect();
         let io_error = |file: &Path| {
             let path = file.to_path_buf();
-            move |source| Error::Io { path, source }
+            move |source| Error::from(AudioError::Io(source).writing(&path))
         };
         // Temporary files, renamed over the outputs once all are complete (dropped, they go).
         let mut files = targets
@@ -272,7 +271,7 @@ impl Separator {
                 .map(|(f, (target, file))| {
                     let writer =
                         StreamWriter::new(f.writer(), format, self.sample_rate, self.channels)
-                            .map_err(|e| e.for_file(file))?;
+                            .map_err(|e| e.writing(file))?;
                     Ok((*target, *file, writer))
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -315,7 +314,7 @@ impl Separator {
                 .into());
             }
             for (_, file, writer) in sink.writers {
-                writer.finish().map_err(|e| e.for_file(file))?;
+                writer.finish().map_err(|e| e.writing(file))?;
             }
         }
         for (f, (_, file)) in files.into_iter().zip(&targets) {
@@ -353,7 +352,7 @@ impl StemSink for Writers<'_> {
                     writer.write(&block)
                 }
             }
-            .map_err(|e| e.for_file(file))?;
+            .map_err(|e| e.writing(file))?;
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use candle_core::Tensor;
 
 use super::loss::Loss;
 use super::params::Parameters;
+use crate::audio::AudioError;
 use crate::error::{Error, Result};
 use crate::model::spectral::{analyse_batch, reconstruct, reconstruct_adjoint, Reconstruction};
 use crate::model::Network;
@@ -44,10 +45,10 @@ pub fn loss_and_gradients(
     let backbone = network.backbone();
     let (stems, channels) = (backbone.num_stems(), backbone.channels());
     if targets.len() != batch * stems * channels * len {
-        return Err(Error::Audio(format!(
+        return Err(Error::Audio(AudioError::Other(format!(
             "expected {batch} x {stems} x {channels} x {len} target samples, got {}",
             targets.len()
-        )));
+        ))));
     }
     let (specs, x) = analyse_batch(
         &backbone.stft,

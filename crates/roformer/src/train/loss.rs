@@ -9,6 +9,7 @@ use std::str::FromStr;
 use rayon::prelude::*;
 use realfft::num_complex::Complex32;
 
+use crate::audio::AudioError;
 use crate::config::MsstConfig;
 use crate::dsp::{Spectrogram, Stft};
 use crate::error::{Error, Result};
@@ -96,9 +97,9 @@ impl Loss {
         if estimate.len() != target.len()
             || estimate.iter().zip(target).any(|(e, t)| e.len() != t.len())
         {
-            return Err(Error::Audio(
+            return Err(Error::Audio(AudioError::Other(
                 "the loss needs estimates and targets of equal shapes".into(),
-            ));
+            )));
         }
         match self {
             Self::Model {

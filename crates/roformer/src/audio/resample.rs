@@ -1,11 +1,23 @@
 //! Sample-rate conversion with rubato's synchronous FFT resampler.
 
-use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use rubato::audioadapter_buffers::direct::SequentialSlice;
 use rubato::{Fft, FixedSync, Resampler, WindowFunction};
 
-use super::Audio;
+use super::error::chain;
+use super::{Audio, AudioError};
+
+/// [`AudioError::Resample`] with `message`.
+fn resample_error(message: impl Into<String>) -> AudioError {
+    AudioError::Resample(message.into())
+}
+
+/// The error of a failed conversion from `from` to `to` Hz, because of `reason`.
+fn cannot_resample(from: u32, to: u32, reason: &str) -> AudioError {
+    resample_error(format!(
+        "cannot resample from {from} Hz to {to} Hz: {reason}"
+    ))
+}
 
 /// Smallest FFT block in input frames. The actual block is a multiple of the
 /// minimum block for the rate pair (`rate / gcd(from, to)` on each side), see
@@ -21,32 +33,37 @@ const MIN_BLOCK_FRAMES: usize = 2048;
 /// `Fft` resampler (Blackman-Harris² anti-aliasing window), the resampler
 /// delay is removed, and the result holds exactly
 /// `round(frames * target_rate / sample_rate)` frames.
-pub fn resample(audio: &Audio, target_rate: u32) -> Result<Audio> {
+pub fn resample(audio: &Audio, target_rate: u32) -> Result<Audio, AudioError> {
     let from = audio.sample_rate;
     if target_rate == 0 || from == 0 {
-        bail!("cannot resample from {from} Hz to {target_rate} Hz");
+        return Err(resample_error(format!(
+            "cannot resample from {from} Hz to {target_rate} Hz"
+        )));
     }
     if from == target_rate {
         return Ok(audio.clone());
     }
     let n = audio.frames();
     if audio.channels.iter().any(|c| c.len() != n) {
-        bail!("cannot resample: the channels have different lengths");
+        return Err(resample_error(
+            "cannot resample: the channels have different lengths",
+        ));
     }
     let out_len = resampled_len(n, from, target_rate);
     let channels = audio
         .channels
         .par_iter()
         .map(|ch| resample_channel(ch, from, target_rate, out_len))
-        .collect::<Result<Vec<_>>>()
-        .with_context(|| format!("cannot resample from {from} Hz to {target_rate} Hz"))?;
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(|e| cannot_resample(from, target_rate, &e))?;
     Ok(Audio {
         sample_rate: target_rate,
         channels,
     })
 }
 
-/// `round(n * to / from)`, exactly, halves rounded up.
+/// The number of frames [`resample`] makes of `n` frames from `from` to `to`
+/// Hz: `round(n * to / from)`, exactly, halves rounded up.
 pub fn resampled_len(n: usize, from: u32, to: u32) -> usize {
     let (n, from, to) = (n as u128, u128::from(from), u128::from(to));
     ((2 * n * to + from) / (2 * from)) as usize
@@ -72,21 +89,25 @@ fn gcd(mut a: usize, mut b: usize) -> usize {
     a
 }
 
-fn resample_channel(input: &[f32], from: u32, to: u32, out_len: usize) -> Result<Vec<f32>> {
+/// One channel resampled to `out_len` frames, or rubato's error.
+fn resample_channel(input: &[f32], from: u32, to: u32, out_len: usize) -> Result<Vec<f32>, String> {
     if input.is_empty() {
         return Ok(Vec::new());
     }
     let mut resampler = channel_resampler(from, to)?;
-    let adapter = SequentialSlice::new(input, 1, input.len())?;
-    let output = resampler.process_all(&adapter, input.len(), None)?;
+    let adapter = SequentialSlice::new(input, 1, input.len()).map_err(|e| chain(&e))?;
+    let output = resampler
+        .process_all(&adapter, input.len(), None)
+        .map_err(|e| chain(&e))?;
     let mut data = output.take_data();
     // process_all yields ceil(n * ratio) frames; keep round(n * ratio).
     data.resize(out_len, 0.0);
     Ok(data)
 }
 
-fn channel_resampler(from: u32, to: u32) -> Result<Fft<f32>> {
-    Ok(Fft::<f32>::new_custom(
+/// The resampler of one channel, or rubato's error.
+fn channel_resampler(from: u32, to: u32) -> Result<Fft<f32>, String> {
+    Fft::<f32>::new_custom(
         from as usize,
         to as usize,
         fft_block_in(from, to),
@@ -94,7 +115,8 @@ fn channel_resampler(from: u32, to: u32) -> Result<Fft<f32>> {
         1,
         WindowFunction::BlackmanHarris2,
         FixedSync::Both,
-    )?)
+    )
+    .map_err(|e| chain(&e))
 }
 
 /// [`resample`] for a signal given block by block: the output, delivered as
@@ -122,14 +144,17 @@ pub struct StreamResampler {
 }
 
 impl StreamResampler {
-    pub fn new(channels: usize, from: u32, to: u32) -> Result<Self> {
+    /// A resampler of `channels` channels from `from` to `to` Hz.
+    pub fn new(channels: usize, from: u32, to: u32) -> Result<Self, AudioError> {
         if to == 0 || from == 0 {
-            bail!("cannot resample from {from} Hz to {to} Hz");
+            return Err(resample_error(format!(
+                "cannot resample from {from} Hz to {to} Hz"
+            )));
         }
         let resamplers = (0..channels)
             .map(|_| channel_resampler(from, to))
-            .collect::<Result<Vec<_>>>()
-            .with_context(|| format!("cannot resample from {from} Hz to {to} Hz"))?;
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|e| cannot_resample(from, to, &e))?;
         let (block_in, block_out, skip) = match resamplers.first() {
             Some(r) => (
                 r.input_frames_next(),
@@ -153,17 +178,23 @@ impl StreamResampler {
 
     /// Resamples `input` (one slice per channel, all of one length); appends
     /// the output that is ready to `out` (one `Vec` per channel).
-    pub fn push<C: AsRef<[f32]>>(&mut self, input: &[C], out: &mut [Vec<f32>]) -> Result<()> {
+    pub fn push<C: AsRef<[f32]>>(
+        &mut self,
+        input: &[C],
+        out: &mut [Vec<f32>],
+    ) -> Result<(), AudioError> {
         if input.len() != self.pending.len() {
-            bail!(
+            return Err(resample_error(format!(
                 "cannot resample: {} channel(s) given to a resampler for {}",
                 input.len(),
                 self.pending.len()
-            );
+            )));
         }
         let n = input.first().map_or(0, |c| c.as_ref().len());
         if input.iter().any(|c| c.as_ref().len() != n) {
-            bail!("cannot resample: the channels have different lengths");
+            return Err(resample_error(
+                "cannot resample: the channels have different lengths",
+            ));
         }
         self.frames_in += n;
         let mut taken = 0;
@@ -183,10 +214,12 @@ impl StreamResampler {
 
     /// Ends the input: appends the rest of the output to `out`, which then
     /// holds `round(frames * to / from)` frames in all.
-    pub fn finish(&mut self, out: &mut [Vec<f32>]) -> Result<()> {
+    pub fn finish(&mut self, out: &mut [Vec<f32>]) -> Result<(), AudioError> {
         let want = resampled_len(self.frames_in, self.from, self.to);
         if self.frames_out > want {
-            bail!("cannot resample: more output than the input allows (internal error)");
+            return Err(resample_error(
+                "cannot resample: more output than the input allows (internal error)",
+            ));
         }
         while self.frames_out < want {
             self.process(out, want)?;
@@ -196,22 +229,25 @@ impl StreamResampler {
 
     /// Resamples one block (the pending input, zero-padded), keeping the output
     /// frames below `limit`.
-    fn process(&mut self, out: &mut [Vec<f32>], limit: usize) -> Result<()> {
+    fn process(&mut self, out: &mut [Vec<f32>], limit: usize) -> Result<(), AudioError> {
         let block_in = self.block_in;
         self.resamplers
             .par_iter_mut()
             .zip(self.pending.par_iter_mut())
             .zip(self.scratch.par_iter_mut())
-            .try_for_each(|((r, input), output)| -> Result<()> {
+            .try_for_each(|((r, input), output)| -> Result<(), String> {
                 input.resize(block_in, 0.0);
                 let frames_out = output.len();
-                let adapter_in = SequentialSlice::new(&input[..], 1, block_in)?;
-                let mut adapter_out = SequentialSlice::new_mut(&mut output[..], 1, frames_out)?;
-                r.process_into_buffer(&adapter_in, &mut adapter_out, None)?;
+                let adapter_in =
+                    SequentialSlice::new(&input[..], 1, block_in).map_err(|e| chain(&e))?;
+                let mut adapter_out = SequentialSlice::new_mut(&mut output[..], 1, frames_out)
+                    .map_err(|e| chain(&e))?;
+                r.process_into_buffer(&adapter_in, &mut adapter_out, None)
+                    .map_err(|e| chain(&e))?;
                 input.clear();
                 Ok(())
             })
-            .with_context(|| format!("cannot resample from {} Hz to {} Hz", self.from, self.to))?;
+            .map_err(|e| cannot_resample(self.from, self.to, &e))?;
         let produced = self.scratch.first().map_or(0, Vec::len);
         let skip = self.skip.min(produced);
         self.skip -= skip;

@@ -7,10 +7,9 @@
 //! 128`). 32-bit float samples are copied bit for bit.
 
 use std::fs::File;
-use std::io::ErrorKind;
-use std::path::Path;
+use std::io::{self, ErrorKind};
+use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
 use symphonia::core::audio::Audio as _;
 use symphonia::core::audio::GenericAudioBufferRef;
 use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
@@ -20,7 +19,7 @@ use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 
-use super::Audio;
+use super::{Audio, AudioError};
 
 /// Upper bound on the number of frames pre-allocated from a container's
 /// (untrusted) length field: one hour at 192 kHz.
@@ -28,14 +27,14 @@ const MAX_PREALLOC_FRAMES: u64 = 192_000 * 3600;
 
 /// Decodes the whole file at `path` into planar `f32`.
 ///
-/// Errors (each naming the file): it cannot be opened ("cannot open ..."); it
-/// is not audio or uses an unsupported container/codec ("... is not a
-/// supported audio file"); its stream is corrupt and not a single packet
-/// decodes ("... is corrupt"); it decodes to no samples ("... contains no
-/// audio samples"). Individual corrupt packets are skipped (with a warning),
+/// Errors (each naming the file): it cannot be opened ([`AudioError::Open`]);
+/// it is not audio or uses an unsupported container/codec
+/// ([`AudioError::Unsupported`], [`AudioError::UnsupportedCodec`]); its stream
+/// is corrupt and not a single packet decodes ([`AudioError::Corrupt`]); it
+/// decodes to no samples ([`AudioError::NoSamples`]). Individual corrupt packets are skipped (with a warning),
 /// as symphonia recommends; a demuxing error after some audio was decoded
 /// ends the stream early (with a warning) like a truncated file.
-pub fn decode_file(path: &Path) -> Result<Audio> {
+pub fn decode_file(path: &Path) -> Result<Audio, AudioError> {
     let mut decoder = Decoder::open(path)?;
     let reserve = decoder
         .expected_frames
@@ -52,13 +51,15 @@ pub fn decode_file(path: &Path) -> Result<Audio> {
             dst.extend_from_slice(src);
         }
     }
-    Audio::new(decoder.sample_rate, channels)
-        .with_context(|| format!("{} contains no audio samples", decoder.shown))
+    Audio::new(decoder.sample_rate, channels).map_err(|_| AudioError::NoSamples {
+        path: decoder.path.clone(),
+    })
 }
 
 /// An audio file being decoded block by block (one block per packet), with the
 /// error handling of [`decode_file`], which is built on it.
 pub struct Decoder {
+    path: PathBuf,
     shown: String,
     format: Box<dyn FormatReader>,
     decoder: Box<dyn AudioDecoder>,
@@ -75,13 +76,20 @@ pub struct Decoder {
 
 impl Decoder {
     /// Opens `path` and finds its audio track and codec.
-    pub fn open(path: &Path) -> Result<Self> {
+    pub fn open(path: &Path) -> Result<Self, AudioError> {
         let shown = path.display().to_string();
-        let meta = std::fs::metadata(path).with_context(|| format!("cannot open {shown}"))?;
+        let cannot_open = |source| AudioError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(cannot_open)?;
         if meta.is_dir() {
-            bail!("cannot open {shown}: it is a directory");
+            return Err(cannot_open(io::Error::new(
+                ErrorKind::IsADirectory,
+                "it is a directory",
+            )));
         }
-        let file = File::open(path).with_context(|| format!("cannot open {shown}"))?;
+        let file = File::open(path).map_err(cannot_open)?;
         let mss = MediaSourceStream::new(Box::new(file), Default::default());
 
         let mut hint = Hint::new();
@@ -95,28 +103,33 @@ impl Decoder {
                 FormatOptions::default(),
                 MetadataOptions::default(),
             )
-            .map_err(|e| anyhow!(e))
-            .with_context(|| format!("{shown} is not a supported audio file"))?;
+            .map_err(|e| AudioError::Unsupported {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
 
-        let track = format.default_track(TrackType::Audio).ok_or_else(|| {
-            anyhow!("{shown} is not a supported audio file: it has no audio track")
-        })?;
+        let no_track = || AudioError::Unsupported {
+            path: path.to_path_buf(),
+            reason: "it has no audio track".into(),
+        };
+        let track = format
+            .default_track(TrackType::Audio)
+            .ok_or_else(no_track)?;
         let track_id = track.id;
         let expected_frames = track.num_frames;
         let params = track
             .codec_params
             .as_ref()
             .and_then(|p| p.audio())
-            .ok_or_else(|| {
-                anyhow!("{shown} is not a supported audio file: it has no audio track")
-            })?;
+            .ok_or_else(no_track)?;
         let decoder = symphonia::default::get_codecs()
             .make_audio_decoder(params, &AudioDecoderOptions::default())
-            .map_err(|e| anyhow!(e))
-            .with_context(|| {
-                format!("{shown} is not a supported audio file (unsupported codec)")
+            .map_err(|e| AudioError::UnsupportedCodec {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
             })?;
         Ok(Self {
+            path: path.to_path_buf(),
             shown,
             format,
             decoder,
@@ -158,7 +171,7 @@ impl Decoder {
     /// returns `false`, with `block` empty, once the stream has ended. The end
     /// of a stream without any sample, or whose packets all failed to decode,
     /// is an error.
-    pub fn next_block(&mut self, block: &mut Vec<Vec<f32>>) -> Result<bool> {
+    pub fn next_block(&mut self, block: &mut Vec<Vec<f32>>) -> Result<bool, AudioError> {
         for ch in block.iter_mut() {
             ch.clear();
         }
@@ -188,7 +201,10 @@ impl Decoder {
                     break;
                 }
                 Err(e) => {
-                    return Err(anyhow!(e)).with_context(|| format!("{shown} is corrupt"));
+                    return Err(AudioError::Corrupt {
+                        path: self.path.clone(),
+                        reason: e.to_string(),
+                    });
                 }
             };
             if packet.track_id != self.track_id {
@@ -197,7 +213,10 @@ impl Decoder {
             match self.decoder.decode(&packet) {
                 Ok(buf) => {
                     let n = convert(&buf, &mut self.sample_rate, &mut self.channels, block)
-                        .with_context(|| format!("cannot decode {shown}"))?;
+                        .map_err(|reason| AudioError::Decode {
+                            path: self.path.clone(),
+                            reason,
+                        })?;
                     if n > 0 {
                         self.frames += n;
                         return Ok(true);
@@ -209,7 +228,10 @@ impl Decoder {
                     self.last_error = Some(e);
                 }
                 Err(e) => {
-                    return Err(anyhow!(e)).with_context(|| format!("cannot decode {shown}"));
+                    return Err(AudioError::Decode {
+                        path: self.path.clone(),
+                        reason: e.to_string(),
+                    });
                 }
             }
         }
@@ -218,12 +240,17 @@ impl Decoder {
         let shown = &self.shown;
         if self.frames == 0 {
             if let Some(e) = &self.last_error {
-                bail!(
-                    "{shown} is corrupt: none of its {} audio packet(s) could be decoded (last error: {e})",
-                    self.bad_packets
-                );
+                return Err(AudioError::Corrupt {
+                    path: self.path.clone(),
+                    reason: format!(
+                        "none of its {} audio packet(s) could be decoded (last error: {e})",
+                        self.bad_packets
+                    ),
+                });
             }
-            bail!("{shown} contains no audio samples");
+            return Err(AudioError::NoSamples {
+                path: self.path.clone(),
+            });
         }
         if self.bad_packets > 0 && self.warn {
             let e = self
@@ -243,33 +270,34 @@ impl Decoder {
 
 /// Converts a decoded buffer into planar `f32` in `block` (one `Vec` per
 /// channel, appended to); the first non-empty buffer sets `rate` and
-/// `channels`, which later ones must keep. Returns the frames converted.
+/// `channels`, which later ones must keep. Returns the frames converted, or
+/// what is wrong.
 fn convert(
     buf: &GenericAudioBufferRef<'_>,
     rate: &mut u32,
     channels: &mut usize,
     block: &mut Vec<Vec<f32>>,
-) -> Result<usize> {
+) -> Result<usize, String> {
     if buf.frames() == 0 {
         return Ok(0);
     }
     let buf_rate = buf.spec().rate();
     let planes = buf.num_planes();
     if planes == 0 {
-        bail!("the decoder produced audio without channels");
+        return Err("the decoder produced audio without channels".into());
     }
     if buf_rate == 0 {
-        bail!("the stream has a sample rate of 0 Hz");
+        return Err("the stream has a sample rate of 0 Hz".into());
     }
     if *channels == 0 {
         *rate = buf_rate;
         *channels = planes;
     } else if buf_rate != *rate || planes != *channels {
-        bail!(
+        return Err(format!(
             "the stream changes from {} Hz, {} channel(s) to {buf_rate} Hz, {planes} channel(s) part way; this is not supported",
             *rate,
             *channels
-        );
+        ));
     }
     block.resize(planes, Vec::new());
     match buf {
@@ -311,9 +339,9 @@ fn extend<'a, S: Copy + 'a>(
     block: &mut [Vec<f32>],
     plane: impl Fn(usize) -> Option<&'a [S]>,
     convert: impl Fn(S) -> f32,
-) -> Result<()> {
+) -> Result<(), String> {
     for (i, dst) in block.iter_mut().enumerate() {
-        let src = plane(i).ok_or_else(|| anyhow!("the decoder produced a missing channel"))?;
+        let src = plane(i).ok_or("the decoder produced a missing channel")?;
         dst.extend(src.iter().map(|&x| convert(x)));
     }
     Ok(())
@@ -374,8 +402,8 @@ pub(crate) mod tests {
         w.finalize().unwrap();
     }
 
-    fn err_text(r: Result<Audio>) -> String {
-        format!("{:#}", r.expect_err("expected an error"))
+    fn err_text(r: Result<Audio, AudioError>) -> String {
+        super::super::error::chain(&r.expect_err("expected an error"))
     }
 
     #[test]

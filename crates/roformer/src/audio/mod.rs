@@ -1,39 +1,57 @@
-//! Audio input and output for the CLI: decoding any supported file to planar
-//! `f32`, sample-rate conversion, channel adaptation to what a model expects,
-//! and atomic writing of WAV/FLAC stems; each either on a whole signal or
-//! block by block ([`track::TrackReader`], [`StreamWriter`]) with the same
-//! samples and bytes.
+//! The library's audio I/O: decoding any supported file to planar `f32`
+//! ([`decode_file`], [`Decoder`]), sample-rate conversion ([`resample`],
+//! [`StreamResampler`]), channel adaptation to what a model expects
+//! ([`to_channels`]), and atomic writing of WAV/FLAC stems
+//! ([`write_audio_atomic`], [`StreamWriter`]); each either on a whole signal
+//! or block by block ([`TrackReader`], [`StreamWriter`]) with the same samples
+//! and bytes.
 //!
-//! Every fallible function returns an [`anyhow::Error`] whose context names
-//! the file involved; none of them panics on bad input.
+//! [`Audio`] and [`to_channels`] are always there; the file and resampling
+//! code needs the `audio` cargo feature (on by default).
+//!
+//! Every fallible function returns an [`AudioError`] that names the file
+//! involved; none of them panics on bad input.
 
-pub mod decode;
-pub mod encode;
-pub mod resample;
-pub mod track;
+#![warn(missing_docs)]
 
-pub use decode::decode_file;
+#[cfg(feature = "audio")]
+mod decode;
+#[cfg(feature = "audio")]
+mod encode;
+mod error;
+#[cfg(feature = "audio")]
+mod resample;
+#[cfg(feature = "audio")]
+mod track;
+
+#[cfg(feature = "audio")]
+pub use decode::{decode_file, Decoder};
+#[cfg(feature = "audio")]
 pub use encode::{write_audio_atomic, FlacDepth, OutputFormat, PcmFormat, StreamWriter};
-pub use resample::resample;
-
-use anyhow::{bail, Result};
+pub use error::AudioError;
+#[cfg(feature = "audio")]
+pub use resample::{resample, resampled_len, StreamResampler};
+#[cfg(feature = "audio")]
+pub use track::TrackReader;
 
 /// Decoded audio: planar `f32` samples, nominally in `[-1, 1]`.
 ///
-/// Invariant (checked by [`Audio::new`] and [`Audio::validate`]): all channels
-/// have the same length.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Invariants (checked by every constructor): the sample rate is not 0, there
+/// is at least one channel, and all channels have the same length (which may
+/// be 0).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Audio {
     /// Sample rate in Hz.
-    pub sample_rate: u32,
+    sample_rate: u32,
     /// One vector of samples per channel, all of equal length.
-    pub channels: Vec<Vec<f32>>,
+    channels: Vec<Vec<f32>>,
 }
 
 impl Audio {
-    /// Builds an `Audio`, checking that the sample rate is non-zero, that there
-    /// is at least one channel, and that all channels have the same length.
-    pub fn new(sample_rate: u32, channels: Vec<Vec<f32>>) -> Result<Self> {
+    /// Builds an `Audio` from planar samples, checking that the sample rate is
+    /// non-zero, that there is at least one channel, and that all channels
+    /// have the same length.
+    pub fn new(sample_rate: u32, channels: Vec<Vec<f32>>) -> Result<Self, AudioError> {
         let audio = Audio {
             sample_rate,
             channels,
@@ -42,7 +60,37 @@ impl Audio {
         Ok(audio)
     }
 
-    /// Number of frames (samples per channel); 0 when there are no channels.
+    /// Builds an `Audio` from interleaved samples (frame after frame, one
+    /// sample per channel in each): an error when `channels` is 0, when
+    /// `samples` is not a whole number of frames, or when the sample rate is 0.
+    pub fn from_interleaved(
+        sample_rate: u32,
+        channels: usize,
+        samples: &[f32],
+    ) -> Result<Self, AudioError> {
+        if channels == 0 {
+            return Err(AudioError::Invalid("no channels".into()));
+        }
+        if !samples.len().is_multiple_of(channels) {
+            return Err(AudioError::Invalid(format!(
+                "{} interleaved samples are not a whole number of {channels}-channel frames",
+                samples.len()
+            )));
+        }
+        let frames = samples.len() / channels;
+        let planar = (0..channels)
+            .map(|c| samples.iter().skip(c).step_by(channels).copied().collect())
+            .collect::<Vec<Vec<f32>>>();
+        debug_assert!(planar.iter().all(|c| c.len() == frames));
+        Self::new(sample_rate, planar)
+    }
+
+    /// Sample rate in Hz.
+    pub fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+
+    /// Number of frames (samples per channel).
     pub fn frames(&self) -> usize {
         self.channels.first().map_or(0, Vec::len)
     }
@@ -52,21 +100,55 @@ impl Audio {
         self.channels.len()
     }
 
+    /// The samples, one vector per channel.
+    pub fn channels(&self) -> &[Vec<f32>] {
+        &self.channels
+    }
+
+    /// The samples of channel `i`. Panics if `i >= num_channels()`.
+    pub fn channel(&self, i: usize) -> &[f32] {
+        &self.channels[i]
+    }
+
+    /// The samples, one vector per channel.
+    pub fn into_channels(self) -> Vec<Vec<f32>> {
+        self.channels
+    }
+
+    /// The samples interleaved: frame after frame, one sample per channel in
+    /// each (the inverse of [`from_interleaved`](Self::from_interleaved)).
+    pub fn to_interleaved(&self) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.frames() * self.num_channels());
+        for i in 0..self.frames() {
+            out.extend(self.channels.iter().map(|c| c[i]));
+        }
+        out
+    }
+
+    /// Shortens every channel to `frames` frames (no effect when it is not
+    /// shorter already).
+    pub fn truncate(&mut self, frames: usize) {
+        for c in &mut self.channels {
+            c.truncate(frames);
+        }
+    }
+
     /// Checks the invariants: non-zero sample rate, at least one channel, all
     /// channels of equal length.
-    pub fn validate(&self) -> Result<()> {
+    fn validate(&self) -> Result<(), AudioError> {
+        let invalid = |m: String| Err(AudioError::Invalid(m));
         if self.sample_rate == 0 {
-            bail!("invalid audio: sample rate is 0 Hz");
+            return invalid("sample rate is 0 Hz".into());
         }
         if self.channels.is_empty() {
-            bail!("invalid audio: no channels");
+            return invalid("no channels".into());
         }
         let n = self.frames();
         if let Some((i, c)) = self.channels.iter().enumerate().find(|(_, c)| c.len() != n) {
-            bail!(
-                "invalid audio: channel {i} has {} samples but channel 0 has {n}",
+            return invalid(format!(
+                "channel {i} has {} samples but channel 0 has {n}",
                 c.len()
-            );
+            ));
         }
         Ok(())
     }
@@ -95,7 +177,7 @@ const MINUS_3DB: f32 = std::f32::consts::FRAC_1_SQRT_2;
 ///   output channel `i % wanted`, or channels are repeated cyclically when more
 ///   are wanted.
 ///
-/// `wanted == 0` or audio without channels is returned unchanged with a note.
+/// `wanted == 0` is returned unchanged with a note.
 pub fn to_channels(audio: Audio, wanted: usize) -> (Audio, Option<String>) {
     let have = audio.num_channels();
     if have == wanted {
@@ -254,7 +336,63 @@ mod tests {
         assert!(Audio::new(44100, vec![vec![0.0; 10], vec![0.0; 9]]).is_err());
         assert!(Audio::new(0, vec![vec![0.0; 10]]).is_err());
         assert!(Audio::new(44100, vec![]).is_err());
-        assert_eq!(Audio::default().frames(), 0);
+        let e = Audio::new(44100, vec![vec![0.0; 10], vec![0.0; 9]]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid audio: channel 1 has 9 samples but channel 0 has 10"
+        );
+        assert_eq!(a.sample_rate(), 44100);
+        assert_eq!(a.channels().len(), 2);
+        assert_eq!(a.channel(1), &[0.0; 10][..]);
+        assert_eq!(a.into_channels(), vec![vec![0.0; 10]; 2]);
+    }
+
+    #[test]
+    fn interleave_round_trip() {
+        // Three frames of stereo: (L, R) = (1, -1), (2, -2), (3, -3).
+        let interleaved = [1.0, -1.0, 2.0, -2.0, 3.0, -3.0];
+        let a = Audio::from_interleaved(48000, 2, &interleaved).unwrap();
+        assert_eq!(
+            (a.sample_rate(), a.num_channels(), a.frames()),
+            (48000, 2, 3)
+        );
+        assert_eq!(a.channel(0), &[1.0, 2.0, 3.0][..]);
+        assert_eq!(a.channel(1), &[-1.0, -2.0, -3.0][..]);
+        assert_eq!(a.to_interleaved(), interleaved);
+        // Three channels, two frames.
+        let b = Audio::new(8000, vec![vec![0.1, 0.2], vec![0.3, 0.4], vec![0.5, 0.6]]).unwrap();
+        assert_eq!(b.to_interleaved(), vec![0.1, 0.3, 0.5, 0.2, 0.4, 0.6]);
+        assert_eq!(
+            Audio::from_interleaved(8000, 3, &b.to_interleaved()).unwrap(),
+            b
+        );
+        // Mono is the samples themselves; no samples is zero frames.
+        let m = Audio::from_interleaved(22050, 1, &[0.5, -0.25]).unwrap();
+        assert_eq!(m.channels(), &[vec![0.5, -0.25]]);
+        let empty = Audio::from_interleaved(22050, 2, &[]).unwrap();
+        assert_eq!((empty.num_channels(), empty.frames()), (2, 0));
+        assert!(empty.to_interleaved().is_empty());
+    }
+
+    #[test]
+    fn bad_interleaved_input_is_an_error() {
+        let e = Audio::from_interleaved(44100, 0, &[1.0]).unwrap_err();
+        assert!(matches!(e, AudioError::Invalid(_)), "{e}");
+        assert_eq!(e.to_string(), "invalid audio: no channels");
+        let e = Audio::from_interleaved(44100, 2, &[1.0, 2.0, 3.0]).unwrap_err();
+        assert!(matches!(e, AudioError::Invalid(_)), "{e}");
+        assert!(e.to_string().contains("3 interleaved samples"), "{e}");
+        let e = Audio::from_interleaved(0, 2, &[1.0, 2.0]).unwrap_err();
+        assert_eq!(e.to_string(), "invalid audio: sample rate is 0 Hz");
+    }
+
+    #[test]
+    fn truncate_shortens_every_channel() {
+        let mut a = audio(vec![vec![1.0, 2.0, 3.0], vec![4.0, 5.0, 6.0]]);
+        a.truncate(5);
+        assert_eq!(a.frames(), 3);
+        a.truncate(2);
+        assert_eq!(a.channels(), &[vec![1.0, 2.0], vec![4.0, 5.0]]);
     }
 
     #[test]

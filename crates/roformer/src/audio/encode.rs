@@ -12,10 +12,9 @@ use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
-use roformer::atomic_file::write_atomically;
+use crate::atomic_file::write_atomically;
 
-use super::Audio;
+use super::{Audio, AudioError};
 
 /// Sample format of a WAV file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -64,7 +63,7 @@ const FLAC_MAX_CHANNELS: usize = 8;
 
 /// Converts a float sample to a `bits`-bit integer like libsndfile (see the
 /// module documentation).
-pub fn quantize(x: f32, bits: u32) -> i32 {
+fn quantize(x: f32, bits: u32) -> i32 {
     let scale = f64::from((1u32 << (bits - 1)) - 1);
     let x = if x.is_nan() {
         0.0
@@ -75,19 +74,26 @@ pub fn quantize(x: f32, bits: u32) -> i32 {
 }
 
 /// Writes `audio` to `path` in `format` without ever leaving a partial file at
-/// `path` ([`roformer::atomic_file`]): the data goes to a temporary sibling
+/// `path` ([`atomic_file`](crate::atomic_file)): the data goes to a temporary sibling
 /// (`.<name>.partial-<pid>-<n>` in the same directory), is flushed and fsynced,
 /// then renamed over `path` (replacing an existing file). On any error the
-/// temporary file is removed and the error names `path`.
-pub fn write_audio_atomic(path: &Path, audio: &Audio, format: OutputFormat) -> Result<()> {
-    write_atomic_inner(path, audio, format)
-        .with_context(|| format!("cannot write {}", path.display()))
+/// temporary file is removed and the error, an [`AudioError::Write`], names
+/// `path`.
+pub fn write_audio_atomic(
+    path: &Path,
+    audio: &Audio,
+    format: OutputFormat,
+) -> Result<(), AudioError> {
+    write_atomic_inner(path, audio, format).map_err(|e| AudioError::Write {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })
 }
 
-fn write_atomic_inner(path: &Path, audio: &Audio, format: OutputFormat) -> Result<()> {
+fn write_atomic_inner(path: &Path, audio: &Audio, format: OutputFormat) -> Result<(), AudioError> {
     audio.validate()?;
     check_channels(format, audio.num_channels())?;
-    write_atomically(path, |w| -> Result<()> {
+    write_atomically(path, |w| -> Result<(), AudioError> {
         let mut writer = StreamWriter::new(w, format, audio.sample_rate, audio.num_channels())?;
         let block: Vec<&[f32]> = audio.channels.iter().map(Vec::as_slice).collect();
         writer.write(&block)?;
@@ -96,23 +102,37 @@ fn write_atomic_inner(path: &Path, audio: &Audio, format: OutputFormat) -> Resul
 }
 
 /// Refuses channel counts the format cannot hold.
-fn check_channels(format: OutputFormat, channels: usize) -> Result<()> {
+fn check_channels(format: OutputFormat, channels: usize) -> Result<(), AudioError> {
     match format {
-        OutputFormat::Wav(_) if channels > usize::from(u16::MAX) => {
-            bail!("WAV cannot hold {channels} channels")
-        }
-        OutputFormat::Flac(_) if channels > FLAC_MAX_CHANNELS => {
-            bail!("FLAC cannot hold {channels} channels (at most {FLAC_MAX_CHANNELS})")
-        }
-        _ if channels == 0 => bail!("cannot write audio without channels"),
+        OutputFormat::Wav(_) if channels > usize::from(u16::MAX) => Err(AudioError::Encode(
+            format!("WAV cannot hold {channels} channels"),
+        )),
+        OutputFormat::Flac(_) if channels > FLAC_MAX_CHANNELS => Err(AudioError::Encode(format!(
+            "FLAC cannot hold {channels} channels (at most {FLAC_MAX_CHANNELS})"
+        ))),
+        _ if channels == 0 => Err(AudioError::Encode(
+            "cannot write audio without channels".into(),
+        )),
         _ => Ok(()),
     }
 }
 
+/// hound's error: its I/O errors as [`AudioError::Io`], the others as
+/// [`AudioError::Encode`].
+fn wav_error(e: hound::Error) -> AudioError {
+    match e {
+        hound::Error::IoError(e) => AudioError::Io(e),
+        e => AudioError::Encode(e.to_string()),
+    }
+}
+
 /// An audio file written block by block (into the temporary file of an
-/// [`AtomicFile`](roformer::atomic_file::AtomicFile)): the bytes are those of
+/// [`AtomicFile`](crate::atomic_file::AtomicFile)): the bytes are those of
 /// [`write_audio_atomic`] on the whole signal, which is built on it.
-pub enum StreamWriter<'w> {
+pub struct StreamWriter<'w>(Inner<'w>);
+
+/// The writer of each format.
+enum Inner<'w> {
     Wav {
         writer: hound::WavWriter<&'w mut BufWriter<File>>,
         pcm: PcmFormat,
@@ -121,15 +141,16 @@ pub enum StreamWriter<'w> {
 }
 
 impl<'w> StreamWriter<'w> {
-    /// Starts a file in `out` (positioned at its start).
+    /// Starts a file of `channels` channels at `sample_rate` Hz in `out`
+    /// (positioned at its start).
     pub fn new(
         out: &'w mut BufWriter<File>,
         format: OutputFormat,
         sample_rate: u32,
         channels: usize,
-    ) -> Result<Self> {
+    ) -> Result<Self, AudioError> {
         check_channels(format, channels)?;
-        Ok(match format {
+        Ok(StreamWriter(match format {
             OutputFormat::Wav(pcm) => {
                 let (bits, sample_format) = match pcm {
                     PcmFormat::Int16 => (16, hound::SampleFormat::Int),
@@ -142,67 +163,71 @@ impl<'w> StreamWriter<'w> {
                     bits_per_sample: bits,
                     sample_format,
                 };
-                StreamWriter::Wav {
-                    writer: hound::WavWriter::new(out, spec)?,
+                Inner::Wav {
+                    writer: hound::WavWriter::new(out, spec).map_err(wav_error)?,
                     pcm,
                 }
             }
-            OutputFormat::Flac(depth) => StreamWriter::Flac(Box::new(FlacWriter::new(
+            OutputFormat::Flac(depth) => Inner::Flac(Box::new(FlacWriter::new(
                 out,
                 depth,
                 sample_rate,
                 channels,
             )?)),
-        })
+        }))
     }
 
     /// Appends frames: one slice per channel, all of one length.
-    pub fn write(&mut self, block: &[&[f32]]) -> Result<()> {
+    pub fn write(&mut self, block: &[&[f32]]) -> Result<(), AudioError> {
         let n = block.first().map_or(0, |c| c.len());
         if block.iter().any(|c| c.len() != n) {
-            bail!("invalid audio: the channels of a block differ in length");
+            return Err(AudioError::Invalid(
+                "the channels of a block differ in length".into(),
+            ));
         }
-        match self {
-            StreamWriter::Wav { writer, pcm } => match pcm {
+        match &mut self.0 {
+            Inner::Wav { writer, pcm } => match pcm {
                 PcmFormat::Int16 => {
                     for i in 0..n {
                         for c in block {
-                            writer.write_sample(quantize(c[i], 16) as i16)?;
+                            writer
+                                .write_sample(quantize(c[i], 16) as i16)
+                                .map_err(wav_error)?;
                         }
                     }
                 }
                 PcmFormat::Int24 => {
                     for i in 0..n {
                         for c in block {
-                            writer.write_sample(quantize(c[i], 24))?;
+                            writer.write_sample(quantize(c[i], 24)).map_err(wav_error)?;
                         }
                     }
                 }
                 PcmFormat::Float32 => {
                     for i in 0..n {
                         for c in block {
-                            writer.write_sample(c[i])?;
+                            writer.write_sample(c[i]).map_err(wav_error)?;
                         }
                     }
                 }
             },
-            StreamWriter::Flac(flac) => flac.write(block)?,
+            Inner::Flac(flac) => flac.write(block)?,
         }
         Ok(())
     }
 
     /// Completes the file (its header's lengths and checksums).
-    pub fn finish(self) -> Result<()> {
-        match self {
-            StreamWriter::Wav { writer, .. } => writer.finalize()?,
-            StreamWriter::Flac(flac) => flac.finish()?,
+    pub fn finish(self) -> Result<(), AudioError> {
+        match self.0 {
+            Inner::Wav { writer, .. } => writer.finalize().map_err(wav_error)?,
+            Inner::Flac(flac) => flac.finish()?,
         }
         Ok(())
     }
 }
 
-fn flac_error(e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!("FLAC encoding failed: {e}")
+fn flac_error(e: impl std::fmt::Display) -> AudioError {
+    AudioError::Encode(format!("FLAC encoding failed: {e}"))
 }
 
 /// FLAC encoded block by block with flacenc's frame encoder, with the bytes of
@@ -210,7 +235,7 @@ fn flac_error(e: impl std::fmt::Display) -> anyhow::Error {
 /// STREAMINFO's block sizes fixed, see [`FlacWriter::finish`]): STREAMINFO is
 /// written first as a placeholder and rewritten at the end, frames are written
 /// as their blocks fill.
-pub struct FlacWriter<'w> {
+struct FlacWriter<'w> {
     out: &'w mut BufWriter<File>,
     config: flacenc::error::Verified<flacenc::config::Encoder>,
     info: flacenc::component::StreamInfo,
@@ -230,7 +255,7 @@ impl<'w> FlacWriter<'w> {
         depth: FlacDepth,
         sample_rate: u32,
         channels: usize,
-    ) -> Result<Self> {
+    ) -> Result<Self, AudioError> {
         use flacenc::error::Verify;
         let bits = match depth {
             FlacDepth::Int16 => 16,
@@ -238,7 +263,9 @@ impl<'w> FlacWriter<'w> {
         };
         let config = flacenc::config::Encoder::default()
             .into_verified()
-            .map_err(|(_, e)| anyhow!("invalid FLAC encoder configuration: {e}"))?;
+            .map_err(|(_, e)| {
+                AudioError::Encode(format!("invalid FLAC encoder configuration: {e}"))
+            })?;
         let block_size = config.block_size;
         let info =
             flacenc::component::StreamInfo::new(sample_rate as usize, channels, bits as usize)
@@ -264,7 +291,7 @@ impl<'w> FlacWriter<'w> {
     }
 
     /// "fLaC" and the STREAMINFO block, as `Stream::write` writes them.
-    fn write_header(&mut self) -> Result<()> {
+    fn write_header(&mut self) -> Result<(), AudioError> {
         use flacenc::component::BitRepr;
         let stream = flacenc::component::Stream::with_stream_info(self.info.clone());
         let mut sink = flacenc::bitsink::ByteSink::new();
@@ -273,7 +300,7 @@ impl<'w> FlacWriter<'w> {
         Ok(())
     }
 
-    fn write(&mut self, block: &[&[f32]]) -> Result<()> {
+    fn write(&mut self, block: &[&[f32]]) -> Result<(), AudioError> {
         let n = block.first().map_or(0, |c| c.len());
         let block_len = self.block_size * self.channels;
         for i in 0..n {
@@ -294,7 +321,7 @@ impl<'w> FlacWriter<'w> {
 
     /// Encodes whole blocks of `samples` (interleaved; the last one may be
     /// short), in parallel, and writes their frames in order.
-    fn encode(&mut self, samples: &[i32]) -> Result<()> {
+    fn encode(&mut self, samples: &[i32]) -> Result<(), AudioError> {
         use flacenc::component::BitRepr;
         use flacenc::source::{Fill, FrameBuf};
         use rayon::prelude::*;
@@ -323,7 +350,7 @@ impl<'w> FlacWriter<'w> {
                 frame.write(&mut sink).map_err(flac_error)?;
                 Ok((frame, sink.into_inner()))
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>, AudioError>>()?;
         for (frame, bytes) in frames {
             self.info.update_frame_info(&frame);
             self.out.write_all(&bytes)?;
@@ -331,7 +358,7 @@ impl<'w> FlacWriter<'w> {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<()> {
+    fn finish(mut self) -> Result<(), AudioError> {
         let pending = std::mem::take(&mut self.pending);
         self.encode(&pending)?;
         self.info.set_md5_digest(&self.context.md5_digest());
@@ -533,7 +560,7 @@ mod tests {
 
     /// Writes `audio` to `path` through a [`StreamWriter`], `piece` frames at a time.
     fn write_in_pieces(path: &Path, audio: &Audio, format: OutputFormat, piece: usize) {
-        write_atomically(path, |w| -> Result<()> {
+        write_atomically(path, |w| -> Result<(), AudioError> {
             let mut writer = StreamWriter::new(w, format, audio.sample_rate, audio.num_channels())?;
             for start in (0..audio.frames()).step_by(piece) {
                 let end = (start + piece).min(audio.frames());

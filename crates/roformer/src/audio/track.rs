@@ -4,12 +4,14 @@
 
 use std::path::Path;
 
-use anyhow::Result;
-
 use super::decode::Decoder;
 use super::resample::StreamResampler;
-use super::{to_channels, Audio};
+use super::{to_channels, Audio, AudioError};
 
+/// A track read block by block at a model's sample rate and channel count:
+/// the streaming form of [`decode_file`](super::decode_file),
+/// [`resample`](super::resample) and [`to_channels`](super::to_channels), with
+/// bit-identical samples.
 pub struct TrackReader {
     decoder: Decoder,
     rate: u32,
@@ -24,7 +26,7 @@ pub struct TrackReader {
 
 impl TrackReader {
     /// Opens `path`, to be read at `rate` Hz with `channels` channels.
-    pub fn open(path: &Path, rate: u32, channels: usize) -> Result<Self> {
+    pub fn open(path: &Path, rate: u32, channels: usize) -> Result<Self, AudioError> {
         Ok(Self {
             decoder: Decoder::open(path)?,
             rate,
@@ -44,7 +46,7 @@ impl TrackReader {
     }
 
     /// The next frames (replacing `block`, one `Vec` per channel); `false` at the end.
-    pub fn next_block(&mut self, block: &mut Vec<Vec<f32>>) -> Result<bool> {
+    pub fn next_block(&mut self, block: &mut Vec<Vec<f32>>) -> Result<bool, AudioError> {
         while !self.ended {
             let more = self.decoder.next_block(&mut self.decoded)?;
             let from = self.decoder.sample_rate();
@@ -83,7 +85,7 @@ impl TrackReader {
     }
 
     /// Appends at most `max` frames to every channel of `out`; returns how many (0 at the end).
-    pub fn read(&mut self, out: &mut [Vec<f32>], max: usize) -> Result<usize> {
+    pub fn read(&mut self, out: &mut [Vec<f32>], max: usize) -> Result<usize, AudioError> {
         while self.ready.first().is_none_or(|c| self.pos == c.len()) {
             let mut ready = std::mem::take(&mut self.ready);
             let more = self.next_block(&mut ready)?;
