@@ -24,7 +24,7 @@ fn open(name: &str, instrumental: bool) -> Separator {
 }
 
 /// MSST's result for the fixture mixture: `(stem, [channel][sample] flattened)`, with the
-/// instrumental last.
+/// instrumental last where the fixture has it (single-stem models).
 fn msst_reference(name: &str) -> Vec<(String, Vec<f32>)> {
     let bytes = std::fs::read(fixture(name).join("reference.safetensors")).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
@@ -51,7 +51,13 @@ fn msst_reference(name: &str) -> Vec<(String, Vec<f32>)> {
             )
         })
         .collect();
-    out.push(("instrumental".into(), floats("separated_instrumental")));
+    if tensors
+        .names()
+        .iter()
+        .any(|n| *n == "separated_instrumental")
+    {
+        out.push(("instrumental".into(), floats("separated_instrumental")));
+    }
     out
 }
 
@@ -77,7 +83,9 @@ fn separate_matches_msst_with_named_stems_and_the_instrumental() {
         "mel_tiny_stereo",
         "bs_mono_hop441",
     ] {
-        let separator = open(name, true);
+        let reference = msst_reference(name);
+        let instrumental = reference.iter().any(|(s, _)| s == "instrumental");
+        let separator = open(name, instrumental);
         let mix = decode_file(&fixture(name).join("mixture.wav")).unwrap();
         let mut done = 0;
         let stems = {
@@ -85,7 +93,6 @@ fn separate_matches_msst_with_named_stems_and_the_instrumental() {
             separator.separate_with(&mix, &mut hooks).unwrap()
         };
         assert!(done > 0, "{name}: progress was reported");
-        let reference = msst_reference(name);
         let names: Vec<&str> = stems.names().collect();
         let wanted: Vec<&str> = reference.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, wanted, "{name}");
