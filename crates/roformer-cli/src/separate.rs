@@ -257,7 +257,6 @@ pub fn run(args: SeparateArgs) -> Result<ExitCode> {
         format,
         overwrite: args.overwrite,
         whole_track: args.whole_track,
-        ..FileOptions::default()
     };
 
     let files = inputs::expand(&args.inputs);
@@ -271,7 +270,8 @@ pub fn run(args: SeparateArgs) -> Result<ExitCode> {
             let dir = args.output.join(&name);
             if !used_dirs.insert(dir.clone()) {
                 bail!(
-                    "another input of this run already writes to {} (inputs with the same name)",
+                    "{}: another input of this run already writes to {} (inputs with the same name)",
+                    path.display(),
                     dir.display()
                 );
             }

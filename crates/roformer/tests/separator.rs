@@ -51,11 +51,7 @@ fn msst_reference(name: &str) -> Vec<(String, Vec<f32>)> {
             )
         })
         .collect();
-    if tensors
-        .names()
-        .iter()
-        .any(|n| *n == "separated_instrumental")
-    {
+    if tensors.names().contains(&"separated_instrumental") {
         out.push(("instrumental".into(), floats("separated_instrumental")));
     }
     out

@@ -194,6 +194,13 @@ impl SeparatorBuilder {
             None => vec![1.0; n],
         };
         let device = open_device(&self.device)?;
+        let on_cpu = matches!(device, candle_core::Device::Cpu);
+        if self.precision != Precision::F32 && (self.reference_engine || !on_cpu) {
+            return Err(Error::InvalidOption(format!(
+                "--precision {} needs the fused CPU engine (--device cpu, no --reference-engine)",
+                self.precision
+            )));
+        }
         let options = LoadOptions {
             engine: if self.reference_engine {
                 Engine::Reference
@@ -251,7 +258,7 @@ impl SeparatorBuilder {
             members,
             algorithm: self.algorithm,
             tta: self.tta,
-            stems,
+            model_stems: stems,
             outputs,
             instrumental_of,
             sample_rate,

@@ -248,7 +248,7 @@ impl Separator {
             .iter()
             .map(|(index, file)| {
                 let target = match self.instrumental_of {
-                    Some(of) if *index == self.stems.len() => Target::Instrumental(of),
+                    Some(of) if *index == self.model_stems.len() => Target::Instrumental(of),
                     _ => Target::Stem(*index),
                 };
                 (target, file.as_path())

@@ -62,8 +62,8 @@ pub struct Separator {
     algorithm: EnsembleAlgorithm,
     tta: bool,
     /// Every stem some model writes, in order of first appearance.
-    stems: Vec<String>,
-    /// `stems`, then `instrumental` when it was asked for and no model writes it.
+    model_stems: Vec<String>,
+    /// `model_stems`, then `instrumental` when it was asked for and no model writes it.
     outputs: Vec<String>,
     /// The stem the instrumental is the mixture minus (MSST: vocals, else the first stem).
     instrumental_of: Option<usize>,
@@ -174,7 +174,7 @@ impl Separator {
     }
 
     /// Every model separates `mix` (planar, at the model's rate and channels); stems several
-    /// models write are combined. One entry per `self.stems`.
+    /// models write are combined. One entry per `self.model_stems`.
     fn separate_adapted(
         &self,
         mix: &[Vec<f32>],
@@ -206,7 +206,7 @@ impl Separator {
             let names = m.model.config.stem_names();
             outputs.push(names.into_iter().zip(separated).collect::<Vec<_>>());
         }
-        self.stems
+        self.model_stems
             .iter()
             .map(|stem| {
                 let mut signals = Vec::new();
