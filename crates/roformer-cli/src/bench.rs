@@ -12,9 +12,10 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use roformer::config::MsstConfig;
-use roformer::cpu::{Engine, Precision, Weight};
+use roformer::cpu::{Precision, Weight};
+use roformer::engine::Engine;
+use roformer::loaded_model::LoadedModel;
 use roformer::model::flops::{self, ModelFlops};
-use roformer::model::{LoadOptions, LoadedModel};
 use roformer::separate::Separator;
 use roformer::weights::{save_safetensors, SplitMix64, StateDict};
 use roformer::Tensor;
@@ -34,15 +35,6 @@ pub enum EngineArg {
     Auto,
     /// The plain candle path (the reference the fused engine is tested against).
     Reference,
-}
-
-impl From<EngineArg> for Engine {
-    fn from(e: EngineArg) -> Self {
-        match e {
-            EngineArg::Auto => Engine::Auto,
-            EngineArg::Reference => Engine::Reference,
-        }
-    }
 }
 
 #[derive(Debug, Args)]
@@ -107,16 +99,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     configure_threads(args.threads)?;
     let device = roformer::device::open_device(&args.device)?;
-    let options = LoadOptions {
-        engine: args.engine.into(),
-        precision: args.precision,
-    };
+    let engine = Engine::select(
+        &device,
+        matches!(args.engine, EngineArg::Reference),
+        args.precision,
+    )?;
 
     let started = Instant::now();
     let (mut model, synthetic) = match (&args.model, &args.config) {
         (Some(path), config) => {
             eprintln!("Loading {}", path.display());
-            let model = LoadedModel::open_with(path, config.as_deref(), &device, options)
+            let model = LoadedModel::open(path, config.as_deref(), &device, engine)
                 .with_context(|| format!("cannot load model {}", path.display()))?;
             (model, false)
         }
@@ -128,11 +121,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 config_path.display(),
                 args.seed
             );
-            let model = LoadedModel::from_state_dict_with(
+            let model = LoadedModel::from_state_dict(
                 config,
                 StateDict::synthetic(args.seed),
                 &device,
-                options,
+                engine,
             )
             .with_context(|| format!("cannot build the model of {}", config_path.display()))?;
             (model, true)
@@ -179,7 +172,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         args.batch_size,
         rayon::current_num_threads(),
         args.precision,
-        format!("{:?}", options.engine).to_lowercase(),
+        format!("{:?}", args.engine).to_lowercase(),
     );
 
     let pass = |out: &mut Vec<f32>| -> Result<f64> {
@@ -242,7 +235,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "seed": synthetic.then_some(args.seed),
             "architecture": config.model.architecture().to_string(),
             "device": args.device,
-            "engine": format!("{:?}", options.engine).to_lowercase(),
+            "engine": format!("{:?}", args.engine).to_lowercase(),
             "precision": args.precision.name(),
             "threads": rayon::current_num_threads(),
             "sample_rate": sample_rate,

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use roformer::config::MsstConfig;
-use roformer::model::{LoadedModel, CONFIG_METADATA_KEY};
+use roformer::engine::Engine;
+use roformer::loaded_model::LoadedModel;
+use roformer::model::CONFIG_METADATA_KEY;
 use roformer::weights::{load_state_dict, save_safetensors};
 
 #[derive(Debug, Args)]
@@ -63,13 +65,14 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     let tensors = state.tensors.clone();
     let parameters = state.num_parameters();
     let mut metadata = state.metadata.clone();
-    LoadedModel::from_state_dict(config, state, &roformer::Device::Cpu).with_context(|| {
-        format!(
-            "the weights in {} do not fit {}; nothing written",
-            args.model.display(),
-            config_origin.display()
-        )
-    })?;
+    LoadedModel::from_state_dict(config, state, &roformer::Device::Cpu, Engine::Reference)
+        .with_context(|| {
+            format!(
+                "the weights in {} do not fit {}; nothing written",
+                args.model.display(),
+                config_origin.display()
+            )
+        })?;
 
     // Keep what a safetensors input carried; ours wins.
     metadata.insert(CONFIG_METADATA_KEY.to_string(), yaml);

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use roformer::config::{Architecture, MsstConfig};
-use roformer::model::{architecture_of, LoadedModel};
+use roformer::engine::Engine;
+use roformer::loaded_model::LoadedModel;
+use roformer::model::architecture_of;
 use roformer::weights::{load_state_dict, StateDict};
 
 #[derive(Debug, Args)]
@@ -131,7 +133,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         m.skip_connection
     );
     println!("  stems      {}", config.stem_names().join(", "));
-    match LoadedModel::from_state_dict(config, state, &roformer::Device::Cpu) {
+    match LoadedModel::from_state_dict(config, state, &roformer::Device::Cpu, Engine::Reference) {
         Ok(_) => println!("Weights      match the config"),
         Err(e) => {
             println!("Weights      DO NOT match the config: {e}");

@@ -758,7 +758,7 @@ fn reduced_precision_needs_the_fused_cpu_engine() {
     let o = roformer(&args);
     assert!(!o.status.success());
     assert!(
-        stderr(&o).contains("--precision int8 needs the fused CPU engine"),
+        stderr(&o).contains("precision int8 needs the fused CPU engine"),
         "{}",
         stderr(&o)
     );

@@ -65,6 +65,12 @@ pub enum Error {
     /// An option value outside its range.
     #[error("{0}")]
     InvalidOption(String),
+    /// A reduced precision where the fused CPU engine does not run.
+    #[error("precision {precision} needs the fused CPU engine, but {reason}")]
+    UnsupportedPrecision {
+        precision: crate::cpu::Precision,
+        reason: &'static str,
+    },
     /// The separation was stopped through its [`CancelToken`](crate::CancelToken).
     #[error("the separation was cancelled")]
     Cancelled,

@@ -11,8 +11,10 @@ use common::{
     check_chunk_stft, check_engines_and_precisions, chunk_output_snr, flat, load, models_dir,
     packed_input, reference, separate_chunk, snr_db, Fixture,
 };
+use roformer::engine::Engine;
+use roformer::loaded_model::LoadedModel;
 use roformer::model::mel_bands::{mel_filterbank, MelBands};
-use roformer::model::{LoadedModel, MelBandRoformer, Network};
+use roformer::model::{MelBandRoformer, Network};
 use roformer::weights::load_state_dict;
 
 fn as_usize(t: &Tensor) -> Vec<usize> {
@@ -142,7 +144,7 @@ fn uncoverable_band_layout_is_a_clear_error() {
     let config =
         roformer::config::MsstConfig::from_yaml(&text, Path::new("too_many_bands.yaml")).unwrap();
     let state = load_state_dict(&dir.join("model.ckpt")).unwrap();
-    let err = LoadedModel::from_state_dict(config, state, &Device::Cpu)
+    let err = LoadedModel::from_state_dict(config, state, &Device::Cpu, Engine::Reference)
         .unwrap_err()
         .to_string();
     assert!(err.contains("num_bands") && err.contains("600"), "{err}");

@@ -7,8 +7,9 @@ use rayon::prelude::*;
 use super::kernels::{glu_bias_rows, swap_token_axes, tanh_bias_rows};
 use super::precision::Precision;
 use super::weight::Weight;
+use crate::model::backend::RunMaskHeads;
 use crate::model::linear::Linear;
-use crate::model::mask_estimator::MaskEstimator;
+use crate::model::mask_estimator::MaskHeads;
 
 #[derive(Debug, Clone)]
 struct Layer {
@@ -37,7 +38,8 @@ pub struct FusedMaskEstimators {
 }
 
 impl FusedMaskEstimators {
-    pub fn new(estimators: Vec<MaskEstimator>, precision: Precision) -> CResult<Self> {
+    pub fn new(heads: MaskHeads, precision: Precision) -> CResult<Self> {
+        let estimators = heads.0;
         let mut mlps = Vec::with_capacity(estimators.len());
         let mut widths = Vec::new();
         for estimator in estimators {
@@ -58,9 +60,11 @@ impl FusedMaskEstimators {
         }
         Ok(Self { mlps, widths })
     }
+}
 
+impl RunMaskHeads for FusedMaskEstimators {
     /// `x: [b, t, bands, dim]` -> masks `[b, stems, t, sum(widths)]`.
-    pub fn forward(&self, x: Tensor) -> CResult<Tensor> {
+    fn forward(&self, x: Tensor) -> CResult<Tensor> {
         let (b, t, f, d) = x.dims4()?;
         let total: usize = self.widths.iter().sum();
         let stems = self.mlps.len();
@@ -78,7 +82,7 @@ impl FusedMaskEstimators {
                 || (Vec::new(), Vec::new()),
                 |(h0, h1): &mut (Vec<f32>, Vec<f32>), &(i, s, band)| {
                     let rows = &by_band[(i * f + band) * t * d..(i * f + band + 1) * t * d];
-                    self.band_forward(&self.mlps[s][band], rows, t, h0, h1)
+                    band_forward(&self.mlps[s][band], rows, t, h0, h1)
                 },
             )
             .collect();
@@ -101,31 +105,30 @@ impl FusedMaskEstimators {
         }
         Tensor::from_vec(out, (b, stems, t, total), &Device::Cpu)
     }
+}
 
-    /// One band's MLP on `rows` (`t` frames of `dim`): the GLU'd mask `[t, width]`.
-    fn band_forward(
-        &self,
-        layers: &[Layer],
-        rows: &[f32],
-        t: usize,
-        cur: &mut Vec<f32>,
-        next: &mut Vec<f32>,
-    ) -> Vec<f32> {
-        cur.clear();
-        cur.extend_from_slice(rows);
-        let mut mask = Vec::new();
-        for (l, layer) in layers.iter().enumerate() {
-            let n = layer.weight.out_dim();
-            next.resize(t * n, 0.0);
-            layer.weight.matmul_serial(cur, t, next, false);
-            if l + 1 < layers.len() {
-                tanh_bias_rows(next, &layer.bias);
-                std::mem::swap(cur, next);
-            } else {
-                mask = vec![0.0f32; t * n / 2];
-                glu_bias_rows(next, &layer.bias, &mut mask);
-            }
+/// One band's MLP on `rows` (`t` frames of `dim`): the GLU'd mask `[t, width]`.
+fn band_forward(
+    layers: &[Layer],
+    rows: &[f32],
+    t: usize,
+    cur: &mut Vec<f32>,
+    next: &mut Vec<f32>,
+) -> Vec<f32> {
+    cur.clear();
+    cur.extend_from_slice(rows);
+    let mut mask = Vec::new();
+    for (l, layer) in layers.iter().enumerate() {
+        let n = layer.weight.out_dim();
+        next.resize(t * n, 0.0);
+        layer.weight.matmul_serial(cur, t, next, false);
+        if l + 1 < layers.len() {
+            tanh_bias_rows(next, &layer.bias);
+            std::mem::swap(cur, next);
+        } else {
+            mask = vec![0.0f32; t * n / 2];
+            glu_bias_rows(next, &layer.bias, &mut mask);
         }
-        mask
     }
+    mask
 }

@@ -13,5 +13,5 @@ mod simd;
 pub mod transformer;
 pub mod weight;
 
-pub use precision::{Engine, Precision};
+pub use precision::Precision;
 pub use weight::Weight;

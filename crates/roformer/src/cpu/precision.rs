@@ -1,4 +1,4 @@
-//! How the CPU engine stores weights and multiplies matrices, and which engine runs the model.
+//! How the CPU engine stores weights and multiplies matrices.
 
 use std::fmt;
 use std::str::FromStr;
@@ -41,15 +41,4 @@ impl FromStr for Precision {
             .find(|p| p.name() == s)
             .ok_or_else(|| format!("unknown precision `{s}` (expected f32, bf16 or int8)"))
     }
-}
-
-/// Which implementation runs the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Engine {
-    /// The fused CPU engine where the device is the CPU, the framework path elsewhere.
-    #[default]
-    Auto,
-    /// The plain framework (candle) path on every device: the reference the fused engine is
-    /// tested against.
-    Reference,
 }

@@ -19,6 +19,7 @@ use super::kernels::{gelu_bias_rows, rms_norm_rows, swap_token_axes};
 use super::precision::Precision;
 use super::weight::Weight;
 use crate::model::attention::Attention;
+use crate::model::backend::RunStack;
 use crate::model::feed_forward::FeedForward;
 use crate::model::linear::Linear;
 use crate::model::rms_norm::RmsNorm;
@@ -217,7 +218,10 @@ struct FusedBlock {
 pub struct FusedAxialStack {
     blocks: Vec<FusedBlock>,
     skip_connection: bool,
-    workspace: Mutex<Workspace>,
+    /// Scratch buffers, one set per forward pass running now: a pass takes one (or makes
+    /// one) and puts it back, so concurrent separations neither wait for each other nor
+    /// allocate anew every chunk.
+    workspaces: Mutex<Vec<Workspace>>,
 }
 
 impl FusedAxialStack {
@@ -243,20 +247,27 @@ impl FusedAxialStack {
         Ok(Self {
             blocks,
             skip_connection,
-            workspace: Mutex::new(Workspace::default()),
+            workspaces: Mutex::new(Vec::new()),
         })
     }
 
+    fn pool(&self) -> std::sync::MutexGuard<'_, Vec<Workspace>> {
+        // A pass that panicked left no half-used workspace behind (it owned its own), so the
+        // pool is still sound.
+        self.workspaces
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl RunStack for FusedAxialStack {
     /// `x: [b, t, f, dim]` -> same shape.
-    pub fn forward(&self, x: Tensor) -> CResult<Tensor> {
+    fn forward(&self, x: Tensor) -> CResult<Tensor> {
         let (b, t, f, d) = x.dims4()?;
         let mut x = values(&x)?;
         let mut swapped = vec![0.0f32; x.len()];
         let mut store: Vec<Vec<f32>> = Vec::new();
-        let mut ws = self
-            .workspace
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut ws = self.pool().pop().unwrap_or_default();
         for block in &self.blocks {
             if let Some(linear) = &block.linear {
                 let xt = Tensor::from_slice(&x, (b, t * f, d), &Device::Cpu)?;
@@ -276,6 +287,7 @@ impl FusedAxialStack {
                 store.push(x.clone());
             }
         }
+        self.pool().push(ws);
         Tensor::from_vec(x, (b, t, f, d), &Device::Cpu)
     }
 }

@@ -4,11 +4,11 @@
 
 use candle_core::{Device, Result as CResult, Tensor};
 
+use super::backend::{Backend, RunMaskHeads, RunStack};
 use super::band_split::BandSplit;
 use super::mask_estimator::{MaskHeads, MlpShape};
 use super::spectral::{analyse_batch, apply_masks, Reconstruction};
-use super::transformer::Stack;
-use super::LoadOptions;
+use super::transformer::AxialStack;
 use crate::config::ModelConfig;
 use crate::dsp::Stft;
 use crate::error::Result;
@@ -29,8 +29,8 @@ pub struct Backbone {
     pub device: Device,
     pub stft: Stft,
     pub band_split: BandSplit,
-    pub layers: Stack,
-    pub mask_estimators: MaskHeads,
+    pub layers: Box<dyn RunStack>,
+    pub mask_estimators: Box<dyn RunMaskHeads>,
 }
 
 impl Backbone {
@@ -39,26 +39,21 @@ impl Backbone {
         config: &ModelConfig,
         vb: &mut WeightsView<'_>,
         device: &Device,
-        options: LoadOptions,
+        backend: &dyn Backend,
         dim_inputs: &[usize],
         variant: Variant,
     ) -> Result<Self> {
         let cfg = config;
         let band_split = BandSplit::load(&mut vb.pp("band_split"), cfg.dim, dim_inputs, device)?;
-        let layers = Stack::load(
-            cfg,
-            variant.norm_output,
-            &mut vb.pp("layers"),
-            device,
-            options,
-        )?;
+        let layers = AxialStack::load(cfg, variant.norm_output, &mut vb.pp("layers"), device)?;
+        let layers = backend.stack(layers)?;
         let mlp = MlpShape {
             dim: cfg.dim,
             hidden: cfg.dim * cfg.mlp_expansion_factor,
             linears: variant.mask_linears,
         };
-        let mask_estimators =
-            MaskHeads::load_per_stem(vb, cfg.num_stems, mlp, dim_inputs, device, options)?;
+        let heads = MaskHeads::load(vb, cfg.num_stems, mlp, dim_inputs, device)?;
+        let mask_estimators = backend.mask_heads(heads)?;
         Ok(Self {
             config: cfg.clone(),
             device: device.clone(),

@@ -24,7 +24,7 @@ impl BsRoformer {
         config: &ModelConfig,
         vb: &mut WeightsView<'_>,
         device: &Device,
-        options: super::LoadOptions,
+        backend: &dyn super::backend::Backend,
     ) -> Result<Self> {
         // BS transformers have no output norm (one final norm follows the stack), and
         // BS-RoFormer's MLP(depth) has `depth` Linears.
@@ -33,7 +33,7 @@ impl BsRoformer {
             mask_linears: config.mask_depth(),
         };
         let dim_inputs = config.band_input_dims();
-        let backbone = Backbone::load(config, vb, device, options, &dim_inputs, variant)?;
+        let backbone = Backbone::load(config, vb, device, backend, &dim_inputs, variant)?;
         let final_norm = RmsNorm::load(&mut vb.pp("final_norm"), config.dim, device)?;
         Ok(Self {
             backbone,

@@ -348,7 +348,7 @@ mod tests {
 
     #[test]
     fn synthetic_weights_build_every_fixture_model() {
-        use crate::model::{BsRoformer, LoadOptions, MelBandRoformer};
+        use crate::model::{backend::Reference, BsRoformer, MelBandRoformer};
         use crate::weights::StateDict;
         use candle_core::Device;
 
@@ -358,13 +358,12 @@ mod tests {
             let mut state = StateDict::synthetic(3);
             {
                 let mut root = state.root();
-                let options = LoadOptions::default();
                 match c.model.architecture() {
                     Architecture::BsRoformer => {
-                        BsRoformer::load(&c.model, &mut root, &Device::Cpu, options).map(|_| ())
+                        BsRoformer::load(&c.model, &mut root, &Device::Cpu, &Reference).map(|_| ())
                     }
                     Architecture::MelBandRoformer => {
-                        MelBandRoformer::load(&c.model, &mut root, &Device::Cpu, options)
+                        MelBandRoformer::load(&c.model, &mut root, &Device::Cpu, &Reference)
                             .map(|_| ())
                     }
                 }

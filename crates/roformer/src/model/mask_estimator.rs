@@ -3,10 +3,8 @@
 
 use candle_core::{Device, Module, Result as CResult, Tensor, D};
 
+use super::backend::RunMaskHeads;
 use super::linear::Linear;
-use super::LoadOptions;
-use crate::cpu::mask_estimator::FusedMaskEstimators;
-use crate::cpu::Engine;
 use crate::error::Result;
 use crate::weights::WeightsView;
 
@@ -70,20 +68,6 @@ pub struct MaskEstimator {
 }
 
 impl MaskEstimator {
-    /// One estimator per stem, from `mask_estimators.<stem>` under `vb`.
-    pub fn load_per_stem(
-        vb: &mut WeightsView<'_>,
-        stems: usize,
-        shape: MlpShape,
-        dim_inputs: &[usize],
-        device: &Device,
-    ) -> Result<Vec<Self>> {
-        let mut estimators = vb.pp("mask_estimators");
-        (0..stems)
-            .map(|s| Self::load(&mut estimators.pp(s), shape, dim_inputs, device))
-            .collect()
-    }
-
     pub fn load(
         vb: &mut WeightsView<'_>,
         shape: MlpShape,
@@ -113,42 +97,34 @@ impl Module for MaskEstimator {
     }
 }
 
-/// Every stem's estimator on the engine the load options chose.
-#[derive(Debug)]
-pub enum MaskHeads {
-    Reference(Vec<MaskEstimator>),
-    Fused(FusedMaskEstimators),
-}
+/// Every stem's estimator: the reference mask heads.
+#[derive(Debug, Clone)]
+pub struct MaskHeads(pub(crate) Vec<MaskEstimator>);
 
 impl MaskHeads {
-    pub fn load_per_stem(
+    /// One estimator per stem, from `mask_estimators.<stem>` under `vb`.
+    pub fn load(
         vb: &mut WeightsView<'_>,
         stems: usize,
         shape: MlpShape,
         dim_inputs: &[usize],
         device: &Device,
-        options: LoadOptions,
     ) -> Result<Self> {
-        let reference = MaskEstimator::load_per_stem(vb, stems, shape, dim_inputs, device)?;
-        Ok(match (options.engine, device) {
-            (Engine::Auto, Device::Cpu) => {
-                MaskHeads::Fused(FusedMaskEstimators::new(reference, options.precision)?)
-            }
-            _ => MaskHeads::Reference(reference),
-        })
+        let mut estimators = vb.pp("mask_estimators");
+        (0..stems)
+            .map(|s| MaskEstimator::load(&mut estimators.pp(s), shape, dim_inputs, device))
+            .collect::<Result<Vec<_>>>()
+            .map(Self)
     }
+}
 
-    /// `x: [b, t, bands, dim]` -> masks `[b, stems, t, sum(dim_inputs)]`.
-    pub fn forward(&self, x: Tensor) -> CResult<Tensor> {
-        match self {
-            MaskHeads::Reference(estimators) => {
-                let masks = estimators
-                    .iter()
-                    .map(|m| m.forward(&x))
-                    .collect::<CResult<Vec<_>>>()?;
-                Tensor::stack(&masks, 1)
-            }
-            MaskHeads::Fused(fused) => fused.forward(x),
-        }
+impl RunMaskHeads for MaskHeads {
+    fn forward(&self, x: Tensor) -> CResult<Tensor> {
+        let masks = self
+            .0
+            .iter()
+            .map(|m| m.forward(&x))
+            .collect::<CResult<Vec<_>>>()?;
+        Tensor::stack(&masks, 1)
     }
 }

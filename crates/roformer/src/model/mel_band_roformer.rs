@@ -40,7 +40,7 @@ impl MelBandRoformer {
         config: &ModelConfig,
         vb: &mut WeightsView<'_>,
         device: &Device,
-        options: super::LoadOptions,
+        backend: &dyn super::backend::Backend,
     ) -> Result<Self> {
         let cfg = config;
         let num_bands = cfg.num_bands.ok_or_else(|| {
@@ -63,7 +63,7 @@ impl MelBandRoformer {
             mask_linears: cfg.mask_depth() + 1,
         };
         Ok(Self {
-            backbone: Backbone::load(cfg, vb, device, options, &dim_inputs, variant)?,
+            backbone: Backbone::load(cfg, vb, device, backend, &dim_inputs, variant)?,
             bands,
             columns,
             columns_tensor,

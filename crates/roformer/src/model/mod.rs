@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod backbone;
+pub mod backend;
 pub mod band_split;
 pub mod bs_roformer;
 pub mod feed_forward;
@@ -20,17 +21,15 @@ pub mod transformer;
 pub use bs_roformer::BsRoformer;
 pub use mel_band_roformer::MelBandRoformer;
 
-use std::path::Path;
-
 use candle_core::{Device, Tensor};
 
 use backbone::Backbone;
+use backend::Backend;
 
 use crate::config::{Architecture, MsstConfig};
-use crate::cpu::{Engine, Precision};
 use crate::error::{Error, Result};
 use crate::separate::Separator;
-use crate::weights::{load_state_dict, StateDict};
+use crate::weights::StateDict;
 
 /// Softmax over the last axis: the fused kernel for inference; plain (differentiable) ops when the
 /// scores carry a gradient graph, since the kernel has no backward pass.
@@ -69,7 +68,7 @@ impl Network {
         config: &MsstConfig,
         state: &mut StateDict,
         device: &Device,
-        options: LoadOptions,
+        backend: &dyn Backend,
     ) -> Result<Self> {
         let wanted = config.model.architecture();
         if let Some(found) = architecture_of(state).filter(|&found| found != wanted) {
@@ -88,13 +87,13 @@ impl Network {
                 &config.model,
                 &mut root,
                 device,
-                options,
+                backend,
             )?)),
             Architecture::MelBandRoformer => Ok(Network::Mel(MelBandRoformer::load(
                 &config.model,
                 &mut root,
                 device,
-                options,
+                backend,
             )?)),
         }
     }
@@ -161,94 +160,5 @@ impl Separator for Network {
             Network::Bs(m) => m.separate_batch(audio, batch, len),
             Network::Mel(m) => m.separate_batch(audio, batch, len),
         }
-    }
-}
-
-/// How a model is built for running: the engine and, on the fused CPU engine, the precision of
-/// the transformer's matrix products.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LoadOptions {
-    pub engine: Engine,
-    pub precision: Precision,
-}
-
-/// A network with its config, ready to separate.
-#[derive(Debug)]
-pub struct LoadedModel {
-    pub config: MsstConfig,
-    pub network: Network,
-    /// Scalars in the checkpoint's tensors.
-    pub parameters: usize,
-    pub options: LoadOptions,
-    on_cpu: bool,
-}
-
-impl LoadedModel {
-    /// Reads a checkpoint and builds the network its config describes; every tensor must be used.
-    /// Without a config file, the config stored in the checkpoint's metadata is used.
-    pub fn open(weights: &Path, config: Option<&Path>, device: &Device) -> Result<Self> {
-        Self::open_with(weights, config, device, LoadOptions::default())
-    }
-
-    /// [`LoadedModel::open`] with a chosen engine and precision.
-    pub fn open_with(
-        weights: &Path,
-        config: Option<&Path>,
-        device: &Device,
-        options: LoadOptions,
-    ) -> Result<Self> {
-        let state = load_state_dict(weights)?;
-        match config {
-            Some(path) => {
-                Self::from_state_dict_with(MsstConfig::from_file(path)?, state, device, options)
-            }
-            None => Self::from_embedded_config(state, device, options),
-        }
-    }
-
-    /// A model from a state dict that carries its config in its metadata (as `roformer convert`
-    /// and `roformer train` write them).
-    pub fn from_embedded_config(
-        state: StateDict,
-        device: &Device,
-        options: LoadOptions,
-    ) -> Result<Self> {
-        let Some(text) = state.metadata.get(CONFIG_METADATA_KEY) else {
-            return Err(Error::MissingConfig {
-                model: state.source().to_path_buf(),
-            });
-        };
-        let config = MsstConfig::from_yaml(text, state.source())?;
-        Self::from_state_dict_with(config, state, device, options)
-    }
-
-    /// Which engine runs the network, and at what precision, in words.
-    pub fn engine_description(&self) -> String {
-        match self.options.engine {
-            Engine::Auto if self.on_cpu => format!("fused CPU engine, {}", self.options.precision),
-            _ => "reference engine".to_string(),
-        }
-    }
-
-    pub fn from_state_dict(config: MsstConfig, state: StateDict, device: &Device) -> Result<Self> {
-        Self::from_state_dict_with(config, state, device, LoadOptions::default())
-    }
-
-    pub fn from_state_dict_with(
-        config: MsstConfig,
-        mut state: StateDict,
-        device: &Device,
-        options: LoadOptions,
-    ) -> Result<Self> {
-        let parameters = state.num_parameters();
-        let network = Network::load(&config, &mut state, device, options)?;
-        state.finish()?;
-        Ok(Self {
-            config,
-            network,
-            parameters,
-            options,
-            on_cpu: matches!(device, Device::Cpu),
-        })
     }
 }

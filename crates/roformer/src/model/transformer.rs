@@ -5,13 +5,11 @@
 use candle_core::{Device, Module, Result as CResult, Tensor};
 
 use super::attention::Attention;
+use super::backend::RunStack;
 use super::feed_forward::FeedForward;
 use super::linear_attention::LinearAttention;
 use super::rms_norm::RmsNorm;
-use super::LoadOptions;
 use crate::config::ModelConfig;
-use crate::cpu::transformer::FusedAxialStack;
-use crate::cpu::Engine;
 use crate::error::Result;
 use crate::weights::WeightsView;
 
@@ -206,35 +204,8 @@ impl Module for AxialStack {
     }
 }
 
-/// The axial stack on the engine the load options chose.
-#[derive(Debug)]
-pub enum Stack {
-    Reference(AxialStack),
-    Fused(FusedAxialStack),
-}
-
-impl Stack {
-    pub fn load(
-        cfg: &ModelConfig,
-        norm_output: bool,
-        vb: &mut WeightsView<'_>,
-        device: &Device,
-        options: LoadOptions,
-    ) -> Result<Self> {
-        let reference = AxialStack::load(cfg, norm_output, vb, device)?;
-        Ok(match (options.engine, device) {
-            (Engine::Auto, Device::Cpu) => {
-                Stack::Fused(FusedAxialStack::new(reference, options.precision)?)
-            }
-            _ => Stack::Reference(reference),
-        })
-    }
-
-    /// `x: [b, t, bands, dim]` -> same shape (consumed, so the fused engine can free it).
-    pub fn forward(&self, x: Tensor) -> CResult<Tensor> {
-        match self {
-            Stack::Reference(s) => s.forward(&x),
-            Stack::Fused(s) => s.forward(x),
-        }
+impl RunStack for AxialStack {
+    fn forward(&self, x: Tensor) -> CResult<Tensor> {
+        Module::forward(self, &x)
     }
 }

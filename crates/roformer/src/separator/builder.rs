@@ -4,10 +4,11 @@ use std::path::{Path, PathBuf};
 
 use super::{Member, Separator};
 use crate::config::MsstConfig;
-use crate::cpu::{Engine, Precision};
+use crate::cpu::Precision;
 use crate::device::open_device;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::model::{LoadOptions, LoadedModel};
+use crate::loaded_model::LoadedModel;
 use crate::separate::{DemixOptions, EnsembleAlgorithm};
 
 /// Where a model's weights come from.
@@ -194,26 +195,12 @@ impl SeparatorBuilder {
             None => vec![1.0; n],
         };
         let device = open_device(&self.device)?;
-        let on_cpu = matches!(device, candle_core::Device::Cpu);
-        if self.precision != Precision::F32 && (self.reference_engine || !on_cpu) {
-            return Err(Error::InvalidOption(format!(
-                "--precision {} needs the fused CPU engine (--device cpu, no --reference-engine)",
-                self.precision
-            )));
-        }
-        let options = LoadOptions {
-            engine: if self.reference_engine {
-                Engine::Reference
-            } else {
-                Engine::Auto
-            },
-            precision: self.precision,
-        };
+        let engine = Engine::select(&device, self.reference_engine, self.precision)?;
         let members = self
             .models
             .iter()
             .zip(weights)
-            .map(|(source, weight)| self.load(source, &device, options, weight))
+            .map(|(source, weight)| self.load(source, &device, engine, weight))
             .collect::<Result<Vec<_>>>()?;
 
         let first = &members[0];
@@ -272,13 +259,12 @@ impl SeparatorBuilder {
         &self,
         source: &ModelSource,
         device: &candle_core::Device,
-        options: LoadOptions,
+        engine: Engine,
         weight: f64,
     ) -> Result<Member> {
         let (name, mut model) = match &source.weights {
             Weights::File(path) => {
-                let model =
-                    LoadedModel::open_with(path, source.config.as_deref(), device, options)?;
+                let model = LoadedModel::open(path, source.config.as_deref(), device, engine)?;
                 (path.clone(), model)
             }
             #[cfg(feature = "default-model")]
@@ -287,13 +273,13 @@ impl SeparatorBuilder {
                 let state =
                     crate::weights::state_dict_from_safetensors_bytes(BUILTIN_MODEL, &name)?;
                 let model = match &source.config {
-                    Some(config) => LoadedModel::from_state_dict_with(
+                    Some(config) => LoadedModel::from_state_dict(
                         MsstConfig::from_file(config)?,
                         state,
                         device,
-                        options,
+                        engine,
                     )?,
-                    None => LoadedModel::from_embedded_config(state, device, options)?,
+                    None => LoadedModel::from_embedded_config(state, device, engine)?,
                 };
                 (name, model)
             }

@@ -19,7 +19,7 @@ pub use stems::Stems;
 
 use crate::audio::{to_channels, Audio};
 use crate::error::{Error, Result};
-use crate::model::LoadedModel;
+use crate::loaded_model::LoadedModel;
 use crate::separate::{
     self, ensemble, separate_track_with_tta, DemixOptions, EnsembleAlgorithm,
     Separator as ChunkModel,
@@ -123,7 +123,7 @@ impl Separator {
                 name: m.name.clone(),
                 parameters: m.model.parameters,
                 stems: m.model.config.stem_names(),
-                engine: format!("{} ({})", self.device, m.model.engine_description()),
+                engine: format!("{} ({})", self.device, m.model.engine),
             })
             .collect()
     }

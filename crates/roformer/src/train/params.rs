@@ -8,9 +8,8 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor, Var};
 
 use crate::config::MsstConfig;
-use crate::cpu::{Engine, Precision};
 use crate::error::Result;
-use crate::model::{LoadOptions, Network};
+use crate::model::{backend, Network};
 use crate::weights::StateDict;
 
 /// Named tensors in a fixed (sorted) order; the trainable ones are `Var`s on the training device.
@@ -76,11 +75,7 @@ impl Parameters {
             HashMap::new(),
             PathBuf::from("<weights being trained>"),
         );
-        let options = LoadOptions {
-            engine: Engine::Reference,
-            precision: Precision::F32,
-        };
-        let network = Network::load(config, &mut state, &self.device, options)?;
+        let network = Network::load(config, &mut state, &self.device, &backend::Reference)?;
         state.finish()?;
         Ok(network)
     }
@@ -123,10 +118,6 @@ impl Parameters {
 /// deterministic from `seed`.
 pub fn initial_state(config: &MsstConfig, seed: u64) -> Result<BTreeMap<String, Tensor>> {
     let mut state = StateDict::synthetic_recorded(seed);
-    let options = LoadOptions {
-        engine: Engine::Reference,
-        precision: Precision::F32,
-    };
-    Network::load(config, &mut state, &Device::Cpu, options)?;
+    Network::load(config, &mut state, &Device::Cpu, &backend::Reference)?;
     Ok(state.take_made())
 }

@@ -28,9 +28,11 @@ use super::optimizer::{clip_grad_norm, Adam, AdamSettings};
 use super::params::{initial_state, Parameters};
 use super::plateau::ReduceLrOnPlateau;
 use crate::config::MsstConfig;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::loaded_model::LoadedModel;
 use crate::metrics::sdr;
-use crate::model::{LoadedModel, Network, CONFIG_METADATA_KEY};
+use crate::model::{Network, CONFIG_METADATA_KEY};
 use crate::separate::{separate_track, DemixOptions};
 use crate::weights::{load_state_dict, save_safetensors, StateDict};
 
@@ -377,7 +379,12 @@ impl Trainer {
             HashMap::new(),
             PathBuf::from("<weights being trained>"),
         );
-        let model = LoadedModel::from_state_dict(config.clone(), state, &self.setup.device)?;
+        let model = LoadedModel::from_state_dict(
+            config.clone(),
+            state,
+            &self.setup.device,
+            Engine::default_for(&self.setup.device),
+        )?;
         let options = DemixOptions {
             chunk_size: config.chunk_size(),
             num_overlap: config.inference.num_overlap,

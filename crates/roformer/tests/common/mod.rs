@@ -6,9 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use roformer::cpu::{Engine, Precision};
+use roformer::cpu::Precision;
 use roformer::dsp::Stft;
-use roformer::model::{bs_roformer::pack_spectrograms, LoadOptions, LoadedModel};
+use roformer::engine::Engine;
+use roformer::loaded_model::LoadedModel;
+use roformer::model::bs_roformer::pack_spectrograms;
 use roformer::separate::Separator;
 use roformer::weights::{load_state_dict, StateDict};
 
@@ -41,17 +43,17 @@ pub struct Fixture {
 
 /// Loads `models_dir()/name`: `model.ckpt`, `config.yaml` and `reference.safetensors`.
 pub fn load(name: &str) -> Fixture {
-    load_with(name, LoadOptions::default())
+    load_with(name, Engine::FusedCpu(Precision::F32))
 }
 
 /// [`load`] on a chosen engine and precision.
-pub fn load_with(name: &str, options: LoadOptions) -> Fixture {
+pub fn load_with(name: &str, engine: Engine) -> Fixture {
     let dir = models_dir().join(name);
-    let model = LoadedModel::open_with(
+    let model = LoadedModel::open(
         &dir.join("model.ckpt"),
         Some(&dir.join("config.yaml")),
         &Device::Cpu,
-        options,
+        engine,
     )
     .unwrap();
     let reference = load_state_dict(&dir.join("reference.safetensors")).unwrap();
@@ -110,13 +112,7 @@ pub fn check_engines_and_precisions(models: &[&str]) {
     for name in models {
         let fused = load(name);
         let (fused_out, len) = separate_chunk(&fused);
-        let plain = load_with(
-            name,
-            LoadOptions {
-                engine: Engine::Reference,
-                precision: Precision::F32,
-            },
-        );
+        let plain = load_with(name, Engine::Reference);
         let (plain_out, _) = separate_chunk(&plain);
         let snr = chunk_output_snr(&plain, &plain_out, len);
         println!("{name}: reference engine vs PyTorch {snr:.1} dB");
@@ -129,13 +125,7 @@ pub fn check_engines_and_precisions(models: &[&str]) {
         );
         // bf16 keeps 8 bits of mantissa per weight; int8 about 7 bits per weight and activation.
         for (precision, floor) in [(Precision::Bf16, 45.0), (Precision::Int8, 30.0)] {
-            let f = load_with(
-                name,
-                LoadOptions {
-                    engine: Engine::Auto,
-                    precision,
-                },
-            );
+            let f = load_with(name, Engine::FusedCpu(precision));
             let (out, _) = separate_chunk(&f);
             let snr = snr_db(&fused_out, &out);
             println!("{name}: fused {precision} vs fused f32 {snr:.1} dB");
