@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use crate::audio::AudioError;
-use crate::weights::WeightsError;
+pub use crate::audio::AudioError;
+pub use crate::weights::WeightsError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -30,8 +30,9 @@ pub enum Error {
     /// A training dataset that cannot be read or sampled as asked.
     #[error("training data: {0}")]
     Data(String),
+    /// A failure inside the tensor framework (out of memory on a GPU, an unsupported op, ...).
     #[error("tensor computation failed: {0}")]
-    Tensor(#[from] candle_core::Error),
+    Tensor(#[source] TensorError),
     #[error("{0}")]
     Unsupported(String),
     #[error("{0}")]
@@ -79,4 +80,26 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// The tensor framework's error, kept opaque so that the framework is not part of the API.
+#[derive(Debug)]
+pub struct TensorError(candle_core::Error);
+
+impl std::fmt::Display for TensorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for TensorError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Tensor(TensorError(e))
+    }
 }

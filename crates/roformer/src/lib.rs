@@ -1,25 +1,66 @@
-//! roformer: music source separation with BS-RoFormer, compatible with the checkpoints and YAML
-//! configs of ZFTurbo's Music-Source-Separation-Training (MSST).
+//! roformer: music source separation with BS-RoFormer and Mel-Band RoFormer, compatible with
+//! the checkpoints and YAML configs of ZFTurbo's Music-Source-Separation-Training (MSST).
 //!
-//! The library has no terminal code: the `roformer` binary (crate `roformer-cli`) sits on top.
+//! [`Separator`] is the front door: it loads a model (or an ensemble of models) once and
+//! separates audio with it, in memory ([`Separator::separate`] on an [`Audio`], giving named
+//! [`Stems`]) or file to files with flat memory ([`Separator::separate_file`]), with progress,
+//! notices and cancellation through [`Hooks`]. One `Separator` can serve several threads at once.
+//! The `roformer` binary (crate `roformer-cli`), `eval` and the Python package all go through it,
+//! so its behaviour is MSST's inference whoever calls it.
+//!
+//! ```no_run
+//! # fn main() -> roformer::Result<()> {
+//! use roformer::{FileOptions, Hooks, Separator};
+//!
+//! let separator = Separator::builder("model_bs_roformer.ckpt")
+//!     .config("model_bs_roformer.yaml")
+//!     .open()?;
+//! println!("{} Hz, stems {:?}", separator.sample_rate(), separator.stems());
+//! let song = std::path::Path::new("song.flac");
+//! separator.separate_file(song, "out".as_ref(), &FileOptions::default(), &mut Hooks::new())?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`audio`] decodes, resamples, adapts channels and writes WAV/FLAC (cargo feature `audio`, on
+//! by default); [`error`] holds the typed errors. The `internals` feature makes the building
+//! blocks (model, kernels, checkpoints, training, metrics) public for the CLI and the tests;
+//! they are not a stable API.
 
-pub mod atomic_file;
+/// Declares modules that are public with the `internals` feature and crate-private without it.
+macro_rules! internal_modules {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "internals")]
+        pub mod $name;
+        // Without `internals`, code (and re-exports) that only the CLI and the tests use is
+        // unused here.
+        #[cfg(not(feature = "internals"))]
+        #[allow(dead_code, unused_imports)]
+        pub(crate) mod $name;
+    )*};
+}
+
+internal_modules!(
+    atomic_file,
+    config,
+    cpu,
+    device,
+    dsp,
+    engine,
+    loaded_model,
+    metrics,
+    model,
+    separate,
+    train,
+    weights,
+);
+
 pub mod audio;
-pub mod config;
-pub mod cpu;
-pub mod device;
-pub mod dsp;
-pub mod engine;
 pub mod error;
-pub mod loaded_model;
-pub mod metrics;
-pub mod model;
-pub mod separate;
 mod separator;
-pub mod train;
-pub mod weights;
 
 pub use audio::Audio;
+#[cfg(feature = "internals")]
 pub use candle_core::{Device, Tensor};
 pub use cpu::Precision;
 pub use error::{Error, Result};

@@ -74,7 +74,7 @@ fn quantize(x: f32, bits: u32) -> i32 {
 }
 
 /// Writes `audio` to `path` in `format` without ever leaving a partial file at
-/// `path` ([`atomic_file`](crate::atomic_file)): the data goes to a temporary sibling
+/// `path`: the data goes to a temporary sibling
 /// (`.<name>.partial-<pid>-<n>` in the same directory), is flushed and fsynced,
 /// then renamed over `path` (replacing an existing file). On any error the
 /// temporary file is removed and the error, an [`AudioError::Write`], names
@@ -126,8 +126,8 @@ fn wav_error(e: hound::Error) -> AudioError {
     }
 }
 
-/// An audio file written block by block (into the temporary file of an
-/// [`AtomicFile`](crate::atomic_file::AtomicFile)): the bytes are those of
+/// An audio file written block by block (into a temporary sibling file,
+/// renamed into place by [`finish`](Self::finish)): the bytes are those of
 /// [`write_audio_atomic`] on the whole signal, which is built on it.
 pub struct StreamWriter<'w>(Inner<'w>);
 

@@ -35,7 +35,7 @@ struct Member {
     weight: f64,
 }
 
-/// A loaded model (or ensemble) ready to separate; see the [module documentation](self).
+/// A loaded model (or ensemble) ready to separate; see the [crate documentation](crate).
 ///
 /// `Separator` is `Send + Sync`: one instance, shared by reference or in an `Arc`, serves
 /// separations from several threads at once.

@@ -37,6 +37,7 @@ pub use synthetic::SplitMix64;
 
 /// Why a checkpoint could not be read, or does not fit the model.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WeightsError {
     #[error("cannot read checkpoint {}: {source}", .file.display())]
     Io {
