@@ -14,8 +14,9 @@ use pyo3::types::PyDict;
 use roformer::audio::{FlacDepth, OutputFormat, PcmFormat};
 use roformer::{Audio, FileOptions, FileOutcome, Hooks, Precision, Separator};
 
+// Named `roformer.RoformerError`, where the package exports it.
 create_exception!(
-    _roformer,
+    roformer,
     RoformerError,
     PyException,
     "A model, config, audio file or option that roformer cannot use; the message names it."
@@ -156,7 +157,7 @@ impl PySeparator {
         Ok(out)
     }
 
-    /// Separates `input` into `out_dir/<input stem>/<stem>.<ext>`; returns the written paths
+    /// Separates `input` into `out_dir/<stem>.<ext>`; returns the written paths
     /// (empty when every output existed and `overwrite` is off).
     fn separate_file(
         &self,

@@ -5,23 +5,41 @@ use std::path::PathBuf;
 pub use crate::audio::AudioError;
 pub use crate::weights::WeightsError;
 
+/// The library's `Result`, with [`Error`] by default.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Every way the library can fail; the message names the file or the value at fault.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The config file cannot be read.
     #[error("cannot read config {path}: {source}")]
     ConfigIo {
+        /// The file involved.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The config is not valid YAML of the expected form.
     #[error("config {path}: {message}")]
-    ConfigParse { path: PathBuf, message: String },
+    ConfigParse {
+        /// The file involved.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The config parses but its values cannot describe a model.
     #[error("config {path}: {message}")]
-    ConfigInvalid { path: PathBuf, message: String },
+    ConfigInvalid {
+        /// The file involved.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A checkpoint that cannot be read, or does not fit the model.
     #[error(transparent)]
     Weights(#[from] WeightsError),
+    /// A compute device that cannot be opened: the name and why.
     #[error("device `{0}` is not available: {1}")]
     Device(String, String),
     /// Audio that cannot be read, converted or written, or a signal of the wrong shape.
@@ -33,10 +51,13 @@ pub enum Error {
     /// A failure inside the tensor framework (out of memory on a GPU, an unsupported op, ...).
     #[error("tensor computation failed: {0}")]
     Tensor(#[source] TensorError),
+    /// A model feature or value this implementation does not support.
     #[error("{0}")]
     Unsupported(String),
+    /// A checkpoint of another architecture than its config describes.
     #[error("{0}")]
     ArchitectureMismatch(String),
+    /// Training that cannot go on as configured.
     #[error("training: {0}")]
     Train(String),
     /// A checkpoint without an embedded config was opened without a config file.
@@ -44,22 +65,40 @@ pub enum Error {
         "{} carries no config: pass the model's YAML config with --config (or `config` in the API)",
         .model.display()
     )]
-    MissingConfig { model: PathBuf },
+    MissingConfig {
+        /// The weights file.
+        model: PathBuf,
+    },
     /// Chunk size, overlap or batch size that cannot separate.
     #[error("invalid chunking: {0}")]
     InvalidChunking(String),
     /// Audio with another channel count than the model takes.
     #[error("the model expects {expected} channel(s), the audio has {found}")]
-    ChannelMismatch { expected: usize, found: usize },
+    ChannelMismatch {
+        /// What was expected.
+        expected: usize,
+        /// What was found.
+        found: usize,
+    },
     /// Audio at another sample rate than the model's, where it cannot be resampled.
     #[error("the model runs at {expected} Hz, the audio is at {found} Hz (resampling needs the `audio` feature)")]
-    SampleRateMismatch { expected: u32, found: u32 },
+    SampleRateMismatch {
+        /// What was expected.
+        expected: u32,
+        /// What was found.
+        found: u32,
+    },
     /// Audio without samples, or with channels of different lengths.
     #[error("the audio is empty or its channels differ in length")]
     EmptyAudio,
     /// A streamed input that gave fewer frames than it announced.
     #[error("the audio ended after {read} of {expected} frames, or its channels differ in length")]
-    TrackEnded { read: usize, expected: usize },
+    TrackEnded {
+        /// Frames read.
+        read: usize,
+        /// What was expected.
+        expected: usize,
+    },
     /// Models that cannot form an ensemble, or ensemble inputs that do not fit together.
     #[error("{0}")]
     Ensemble(String),
@@ -69,15 +108,20 @@ pub enum Error {
     /// A reduced precision where the fused CPU engine does not run.
     #[error("precision {precision} needs the fused CPU engine, but {reason}")]
     UnsupportedPrecision {
+        /// The precision asked for.
         precision: crate::cpu::Precision,
+        /// What is wrong.
         reason: &'static str,
     },
     /// The separation was stopped through its [`CancelToken`](crate::CancelToken).
     #[error("the separation was cancelled")]
     Cancelled,
+    /// A file that cannot be read or written.
     #[error("{}: {source}", .path.display())]
     Io {
+        /// The file involved.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
 }

@@ -27,6 +27,8 @@
 //! blocks (model, kernels, checkpoints, training, metrics) public for the CLI and the tests;
 //! they are not a stable API.
 
+#![cfg_attr(not(feature = "internals"), warn(missing_docs))]
+
 /// Declares modules that are public with the `internals` feature and crate-private without it.
 macro_rules! internal_modules {
     ($($name:ident),* $(,)?) => {$(

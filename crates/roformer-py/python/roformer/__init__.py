@@ -95,6 +95,8 @@ class Separator:
                 f"audio of shape {array.shape} has more channels than frames: "
                 "pass (channels, frames), e.g. audio.T for a (frames, channels) array"
             )
+        if int(sample_rate) != sample_rate or sample_rate < 1:
+            raise ValueError(f"sample rate must be a positive integer (Hz), not {sample_rate!r}")
         array = np.ascontiguousarray(array, dtype=np.float32)
         return self._inner.separate(array, int(sample_rate))
 
@@ -112,7 +114,7 @@ class Separator:
         ``pcm``: 16, 24 or "f32" (WAV only). Files are written under a temporary name and renamed
         when complete. Returns the written paths; without ``overwrite``, existing outputs are
         kept and an input whose outputs all exist returns ``[]``."""
-        pcm = {16: "16", 24: "24", 32: "f32", "32": "f32"}.get(pcm, str(pcm))
+        pcm = {16: "16", 24: "24", 32: "f32", "32": "f32", "float": "f32"}.get(pcm, str(pcm))
         paths = self._inner.separate_file(
             fspath(input), fspath(out_dir), format, pcm, bool(overwrite)
         )

@@ -16,8 +16,10 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// Every precision, in the order the CLI lists them.
     pub const ALL: [Precision; 3] = [Precision::F32, Precision::Bf16, Precision::Int8];
 
+    /// The name the CLI and configs use (`f32`, `bf16`, `int8`).
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",

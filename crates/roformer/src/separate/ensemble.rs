@@ -25,20 +25,31 @@ use crate::error::{Error, Result};
 pub const ENSEMBLE_N_FFT: usize = 2048;
 pub const ENSEMBLE_HOP: usize = 1024;
 
+/// How an ensemble combines the same stem of several models (MSST's `ensemble.py`): per
+/// sample of the waveform, or per bin of the complex spectrogram (then inverted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Algorithm {
+    /// Weighted mean of the waveforms.
     #[default]
     AvgWave,
+    /// Median of the waveforms, sample by sample.
     MedianWave,
+    /// The sample of smallest magnitude.
     MinWave,
+    /// The sample of largest magnitude.
     MaxWave,
+    /// Weighted mean of the spectrograms.
     AvgFft,
+    /// Median of the spectrograms, bin by bin.
     MedianFft,
+    /// The bin of smallest magnitude.
     MinFft,
+    /// The bin of largest magnitude.
     MaxFft,
 }
 
 impl Algorithm {
+    /// Every algorithm, in the order the CLI lists them.
     pub const ALL: [Algorithm; 8] = [
         Algorithm::AvgWave,
         Algorithm::MedianWave,

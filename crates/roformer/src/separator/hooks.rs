@@ -23,7 +23,12 @@ pub struct Progress {
 #[non_exhaustive]
 pub enum Notice {
     /// The input is resampled to the model's rate.
-    Resampling { from: u32, to: u32 },
+    Resampling {
+        /// The input's rate in Hz.
+        from: u32,
+        /// The model's rate in Hz.
+        to: u32,
+    },
     /// The input's channels are adapted to the model's (a mono file duplicated, a surround
     /// file downmixed); the text says how.
     Channels(String),

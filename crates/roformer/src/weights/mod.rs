@@ -39,39 +39,70 @@ pub use synthetic::SplitMix64;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WeightsError {
+    /// The file cannot be read.
     #[error("cannot read checkpoint {}: {source}", .file.display())]
     Io {
+        /// The file involved.
         file: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
 
+    /// The file ends early or is not a zip archive.
     #[error("checkpoint {} is truncated or not a zip archive: {reason}", .file.display())]
-    Truncated { file: PathBuf, reason: String },
+    Truncated {
+        /// The file involved.
+        file: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 
     #[error(
         "checkpoint {} uses the legacy (pre-1.6) torch.save format, which is not supported: \
          re-save it with torch.save (e.g. `torch.save(torch.load(f), f)` in PyTorch >= 1.6)",
         .file.display()
     )]
-    LegacyFormat { file: PathBuf },
+    /// A pre-1.6 `torch.save` file.
+    LegacyFormat {
+        /// The file involved.
+        file: PathBuf,
+    },
 
+    /// Neither a PyTorch zip nor a safetensors file.
     #[error("{} is neither a PyTorch checkpoint (zip) nor a safetensors file", .file.display())]
-    UnknownFormat { file: PathBuf },
+    UnknownFormat {
+        /// The file involved.
+        file: PathBuf,
+    },
 
+    /// The archive is damaged.
     #[error("checkpoint {} is corrupt: {reason}", .file.display())]
-    Corrupt { file: PathBuf, reason: String },
+    Corrupt {
+        /// The file involved.
+        file: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 
+    /// Saved on a big-endian machine.
     #[error("checkpoint {} was saved on a big-endian machine, which is not supported", .file.display())]
-    BigEndian { file: PathBuf },
+    BigEndian {
+        /// The file involved.
+        file: PathBuf,
+    },
 
     #[error(
         "checkpoint {} asks pickle to call `{module}.{name}`: only tensor rebuilding and plain \
          containers are allowed",
         .file.display()
     )]
+    /// The pickle asks for a callable beyond rebuilding tensors (refused; nothing runs).
     ForbiddenGlobal {
+        /// The file involved.
         file: PathBuf,
+        /// Module of the refused callable.
         module: String,
+        /// Name of the refused callable.
         name: String,
     },
 
@@ -80,55 +111,101 @@ pub enum WeightsError {
          which this loader does not support",
         .file.display()
     )]
+    /// A pickle opcode the restricted reader does not implement.
     UnsupportedOpcode {
+        /// The file involved.
         file: PathBuf,
+        /// The opcode byte.
         opcode: u8,
+        /// The opcode's name.
         name: &'static str,
+        /// Byte offset in `data.pkl`.
         pos: usize,
     },
 
+    /// A malformed pickle stream.
     #[error("checkpoint {} has a malformed data.pkl (at byte {pos}): {reason}", .file.display())]
     Pickle {
+        /// The file involved.
         file: PathBuf,
+        /// Byte offset in `data.pkl`.
         pos: usize,
+        /// What is wrong.
         reason: String,
     },
 
+    /// A tensor storage that is missing or does not fit its tensor.
     #[error("checkpoint {}: storage `{key}`: {reason}", .file.display())]
     Storage {
+        /// The file involved.
         file: PathBuf,
+        /// The storage key.
         key: String,
+        /// What is wrong.
         reason: String,
     },
 
+    /// No dictionary of tensors where the state dict should be.
     #[error("checkpoint {} holds no state dict: {reason}", .file.display())]
-    NoStateDict { file: PathBuf, reason: String },
+    NoStateDict {
+        /// The file involved.
+        file: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 
+    /// An invalid safetensors file.
     #[error("safetensors file {} is invalid: {reason}", .file.display())]
-    Safetensors { file: PathBuf, reason: String },
+    Safetensors {
+        /// The file involved.
+        file: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 
+    /// A tensor type other than the floating-point ones we read.
     #[error("tensor `{name}` in {} has type {dtype}, which is not supported", .file.display())]
     UnsupportedDtype {
+        /// The file involved.
         file: PathBuf,
+        /// The tensor's name.
         name: String,
+        /// Its type.
         dtype: String,
     },
 
+    /// The file could not be written.
     #[error("cannot write {}: {reason}", .file.display())]
-    Write { file: PathBuf, reason: String },
+    Write {
+        /// The file involved.
+        file: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 
+    /// The model needs a tensor the checkpoint lacks.
     #[error("missing tensor `{name}` in {}", .file.display())]
-    MissingTensor { file: PathBuf, name: String },
+    MissingTensor {
+        /// The file involved.
+        file: PathBuf,
+        /// The tensor's name.
+        name: String,
+    },
 
     #[error(
         "tensor `{name}` has shape {found:?} in the checkpoint but the config expects {expected:?} \
          ({})",
         .file.display()
     )]
+    /// A tensor whose shape differs from the one the config implies.
     ShapeMismatch {
+        /// The file involved.
         file: PathBuf,
+        /// The tensor's name.
         name: String,
+        /// What was found.
         found: Vec<usize>,
+        /// What was expected.
         expected: Vec<usize>,
     },
 
@@ -137,9 +214,13 @@ pub enum WeightsError {
         .file.display(),
         and_more(.more)
     )]
+    /// Tensors the model does not use (the checkpoint does not fit the config).
     UnexpectedTensors {
+        /// The file involved.
         file: PathBuf,
+        /// Their names (the first few).
         names: String,
+        /// How many more there are beyond those named.
         more: usize,
     },
 }
