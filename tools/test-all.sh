@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every test, as the README's test command and CI (.ci/run) run them: the Rust workspace, the
-# Python package, and a type-check of the CUDA build.
+# Every test, as the README's test command and CI (.ci/run) run them: formatting, the Rust
+# workspace and its lints, the Python package, and a type-check of the CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Reuse compiled dependencies between CI runs (a cold build also works, just slower).
@@ -10,7 +10,10 @@ export CARGO_TERM_COLOR=never
 # System packages and a Python venv (outside the clone) for the dataset builder's test.
 bash tools/install-dataset-deps.sh
 
+cargo fmt --all --check
+(cd crates/roformer-py && cargo fmt --check)
 cargo test --workspace
+cargo clippy --workspace --all-targets -- -D warnings
 
 # The Python package: installed into a venv outside the clone with the README's command, pytest.
 bash tools/test-python.sh

@@ -31,6 +31,7 @@ use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 
 use super::correlation::{correlations, Pair};
 use super::fft_size::fast_fft_len;
+use super::least_squares::MinNorm;
 use super::linalg::Lu;
 use super::{nanmedian, MetricsError};
 
@@ -266,21 +267,16 @@ impl Filters {
                 }
             }
         });
-        let eps = f64::EPSILON;
         let own_block = |k: usize| {
             let m = channels * taps;
             let mut block = vec![0.0f64; m * m];
             for (i, row) in block.chunks_exact_mut(m).enumerate() {
                 let src = (k * m + i) * n + k * m;
                 row.copy_from_slice(&g[src..src + m]);
-                row[i] += eps;
             }
             block
         };
         let own_blocks: Vec<Vec<f64>> = (0..sources).map(own_block).collect();
-        for i in 0..n {
-            g[i * n + i] += eps;
-        }
 
         // Right-hand sides: D_k[(p, a)][c] = Σ_n x_p[n - a] ŝ_{k,c}[n].
         let rhs = |k: usize, c: usize, rows: std::ops::Range<usize>| -> Vec<f64> {
@@ -288,7 +284,7 @@ impl Filters {
                 .collect()
         };
 
-        let lu = Lu::factor(g, n)?;
+        let lu = FilterSolver::new(g, n)?;
         let solved_all: Vec<Vec<Vec<f64>>> = (0..sources)
             .into_par_iter()
             .map(|k| {
@@ -305,7 +301,7 @@ impl Filters {
             .into_par_iter()
             .enumerate()
             .map(|(k, block)| {
-                let lu = Lu::factor(block, channels * taps)?;
+                let lu = FilterSolver::new(block, channels * taps)?;
                 Ok((0..channels)
                     .map(|c| {
                         let mut b = rhs(k, c, k * channels..(k + 1) * channels);
@@ -333,6 +329,35 @@ impl Filters {
             all: solved_all.iter().map(|c| interleave(c)).collect(),
             own: solved_own.iter().map(|c| interleave(c)).collect(),
         })
+    }
+}
+
+/// museval's rule (`_compute_projection_filters`): solve `(G + eps I) C = D` by LU, and where
+/// LAPACK raises `LinAlgError` (an exactly zero pivot: stems with identical channels, say) take
+/// `numpy.linalg.lstsq(G, D)`, the minimum-norm least-squares solution, instead.
+enum FilterSolver {
+    Lu(Lu),
+    MinNorm(MinNorm),
+}
+
+impl FilterSolver {
+    fn new(g: Vec<f64>, n: usize) -> Result<Self, MetricsError> {
+        let mut shifted = g.clone();
+        for i in 0..n {
+            shifted[i * n + i] += f64::EPSILON;
+        }
+        match Lu::factor(shifted, n) {
+            Ok(lu) => Ok(Self::Lu(lu)),
+            Err(MetricsError::Singular) => MinNorm::factor(&g, n).map(Self::MinNorm),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn solve_in_place(&self, b: &mut [f64]) {
+        match self {
+            Self::Lu(lu) => lu.solve_in_place(b),
+            Self::MinNorm(m) => m.solve_in_place(b),
+        }
     }
 }
 

@@ -14,6 +14,7 @@
 pub mod bss_eval;
 mod correlation;
 mod fft_size;
+mod least_squares;
 mod linalg;
 pub mod mel_metrics;
 pub mod sdr;
@@ -32,7 +33,8 @@ pub enum MetricsError {
     /// channel sum is 0): the decomposition would be undetermined.
     #[error("the {which} of source {index} is silent over the whole track (BSSEval needs every reference and estimate to be non-silent)")]
     Silent { which: &'static str, index: usize },
-    /// The distortion-filter system has an exactly zero pivot.
+    /// The distortion-filter system is singular and its least-squares fallback failed too
+    /// (non-finite values, or an SVD that did not converge).
     #[error("the BSSEval distortion-filter system is singular")]
     Singular,
     #[error("FFT failed: {0}")]
