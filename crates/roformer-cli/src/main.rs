@@ -10,6 +10,7 @@ mod separate;
 mod train;
 mod train_data;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -42,11 +43,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Library warnings (e.g. skipped corrupt packets) go to stderr; RUST_LOG overrides the level.
+    // symphonia's own log lines are off: our errors already say what they say, with the file.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,symphonia=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .without_time()
         .init();

@@ -328,7 +328,7 @@ pub fn separate_one(
     };
     let outcome = {
         let mut hooks = Hooks::new().progress(|p| bars.show(p)).notice(|n| match n {
-            Notice::Channels(_) => eprintln!("warning: {label}: {n}"),
+            Notice::Channels(_) | Notice::NonFinite { .. } => eprintln!("warning: {label}: {n}"),
             _ if !quiet => eprintln!("{label}: {n}"),
             _ => {}
         });

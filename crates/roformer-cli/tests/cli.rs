@@ -260,8 +260,10 @@ fn a_batch_with_bad_inputs_processes_the_rest_and_fails() {
     let text = scratch.path().join("notes.mp3");
     std::fs::write(&text, "this is not an mp3").unwrap();
     let missing = scratch.path().join("missing.flac");
+    let zero = scratch.path().join("zero.flac");
+    std::fs::write(&zero, b"").unwrap();
     let out = scratch.path().join("out");
-    let inputs = [&corrupt, &empty, &text, &missing, &mix].map(PathBuf::as_path);
+    let inputs = [&corrupt, &empty, &text, &missing, &zero, &mix].map(PathBuf::as_path);
     let o = separate_into(&inputs, &model, &config, &out);
     let err = stderr(&o);
     assert!(
@@ -276,10 +278,16 @@ fn a_batch_with_bad_inputs_processes_the_rest_and_fails() {
         "{err}"
     );
     assert!(
-        err.contains("1 separated") && err.contains("4 failed"),
+        err.contains("1 separated") && err.contains("5 failed"),
         "{err}"
     );
+    assert!(err.contains("zero.flac"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    // Only our messages: no decoder log lines ("probe reached EOF"), no colours into a pipe.
+    assert!(
+        !err.contains("probe reached") && !err.contains("ERROR") && !err.contains('\u{1b}'),
+        "{err}"
+    );
     assert!(out.join("mixture/vocals.wav").exists());
     assert!(!out.join("corrupt").exists() && !out.join("empty").exists());
     assert_no_partial_files(&out);

@@ -152,6 +152,47 @@ fn interleaved_audio_at_another_rate_is_resampled_and_adapted() {
 }
 
 #[test]
+fn non_finite_input_samples_are_reported_with_their_count() {
+    let separator = open("bs_stereo_2stem_hop512", false);
+    let rate = separator.sample_rate();
+    let mut channels = vec![vec![0.1f32; rate as usize]; 2];
+    channels[0][10] = f32::NAN;
+    channels[1][20] = f32::INFINITY;
+    channels[1][30] = f32::NEG_INFINITY;
+    let audio = Audio::new(rate, channels).unwrap();
+    let nan_notices = |notices: &[roformer::Notice]| {
+        notices
+            .iter()
+            .filter(|n| matches!(n, roformer::Notice::NonFinite { samples: 3 }))
+            .count()
+    };
+    let mut notices = Vec::new();
+    separator
+        .separate_with(
+            &audio,
+            &mut Hooks::new().notice(|n| notices.push(n.clone())),
+        )
+        .unwrap();
+    assert_eq!(nan_notices(&notices), 1, "{notices:?}");
+    // The same from a file, streamed.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("broken.wav");
+    roformer::audio::write_audio_atomic(&input, &audio, OutputFormat::Wav(PcmFormat::Float32))
+        .unwrap();
+    let mut notices = Vec::new();
+    separator
+        .separate_file(
+            &input,
+            &dir.path().join("out"),
+            &FileOptions::default(),
+            &mut Hooks::new().notice(|n| notices.push(n.clone())),
+        )
+        .unwrap();
+    assert_eq!(nan_notices(&notices), 1, "{notices:?}");
+    assert!(notices[0].to_string().contains("3 NaN or infinite"));
+}
+
+#[test]
 fn a_cancelled_separation_stops_and_writes_nothing() {
     let name = "bs_stereo_2stem_hop512";
     let dir = fixture(name);

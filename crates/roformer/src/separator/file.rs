@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::hooks::count_non_finite;
 use super::{Hooks, Notice, Progress, Separator, Watched};
 use crate::atomic_file::AtomicFile;
 use crate::audio::{
@@ -68,6 +69,8 @@ struct Scan {
     file_rate: u32,
     file_channels: usize,
     normalization: Option<Normalization>,
+    /// NaN or infinite samples met on the first pass.
+    non_finite: usize,
 }
 
 /// What an output file of a streamed separation holds.
@@ -183,7 +186,10 @@ impl Separator {
         if !normalize {
             let mut decoder = Decoder::open(path)?;
             let mut block = Vec::new();
-            while decoder.next_block(&mut block)? {}
+            let mut non_finite = 0;
+            while decoder.next_block(&mut block)? {
+                non_finite += count_non_finite(&block);
+            }
             let (from, frames) = (decoder.sample_rate(), decoder.frames());
             return Ok(Scan {
                 len: if from == rate {
@@ -194,12 +200,15 @@ impl Separator {
                 file_rate: from,
                 file_channels: decoder.channels(),
                 normalization: None,
+                non_finite,
             });
         }
         let mut reader = TrackReader::open(path, rate, self.channels)?;
         let mut block = Vec::new();
         let mut mean = MeanMeter::new(self.channels);
+        let mut non_finite = 0;
         while reader.next_block(&mut block)? {
+            non_finite += count_non_finite(&block);
             mean.add(&block);
         }
         let len = mean.frames();
@@ -221,6 +230,7 @@ impl Separator {
             file_rate: reader.file_rate(),
             file_channels: reader.file_channels(),
             normalization: Some(spread.finish()),
+            non_finite,
         })
     }
 
@@ -242,6 +252,11 @@ impl Separator {
             .into());
         }
         self.adaptation_notices(scan.file_rate, scan.file_channels, hooks);
+        if scan.non_finite > 0 {
+            hooks.tell(Notice::NonFinite {
+                samples: scan.non_finite,
+            });
+        }
         Self::create_dir(out_dir)?;
 
         let targets: Vec<(Target, &Path)> = pending

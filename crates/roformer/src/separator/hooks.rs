@@ -32,6 +32,20 @@ pub enum Notice {
     /// The input's channels are adapted to the model's (a mono file duplicated, a surround
     /// file downmixed); the text says how.
     Channels(String),
+    /// The input holds NaN or infinite samples (a broken file or a bug upstream). They are
+    /// passed to the model as they are, as MSST does; the stems are not valid around them.
+    NonFinite {
+        /// How many samples (over all channels) are not finite.
+        samples: usize,
+    },
+}
+
+/// Samples of `channels` that are NaN or infinite.
+pub(crate) fn count_non_finite<C: AsRef<[f32]>>(channels: &[C]) -> usize {
+    channels
+        .iter()
+        .map(|c| c.as_ref().iter().filter(|x| !x.is_finite()).count())
+        .sum()
 }
 
 impl fmt::Display for Notice {
@@ -39,6 +53,10 @@ impl fmt::Display for Notice {
         match self {
             Notice::Resampling { from, to } => write!(f, "resampling {from} Hz -> {to} Hz"),
             Notice::Channels(text) => f.write_str(text),
+            Notice::NonFinite { samples } => write!(
+                f,
+                "the input holds {samples} NaN or infinite sample(s); the stems are not valid around them"
+            ),
         }
     }
 }

@@ -157,6 +157,10 @@ impl Separator {
         if audio.frames() == 0 {
             return Err(Error::EmptyAudio);
         }
+        let samples = hooks::count_non_finite(audio.channels());
+        if samples > 0 {
+            hooks.tell(Notice::NonFinite { samples });
+        }
         let audio = if audio.sample_rate() == self.sample_rate {
             audio.clone()
         } else {
