@@ -12,6 +12,7 @@ use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use roformer::audio::{FlacDepth, OutputFormat, PcmFormat};
+use roformer::error::full_message;
 use roformer::{Audio, FileOptions, FileOutcome, Hooks, Precision, Separator};
 
 // Named `roformer.RoformerError`, where the package exports it.
@@ -22,20 +23,8 @@ create_exception!(
     "A model, config, audio file or option that roformer cannot use; the message names it."
 );
 
-/// The error and each of its causes, joined by ": " (what the CLI prints).
-fn message(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 fn py_err(e: roformer::Error) -> PyErr {
-    RoformerError::new_err(message(&e))
+    RoformerError::new_err(full_message(&e))
 }
 
 fn output_format(format: &str, pcm: &str) -> PyResult<OutputFormat> {
@@ -142,8 +131,8 @@ impl PySeparator {
     ) -> PyResult<Bound<'py, PyDict>> {
         let view = audio.as_array();
         let channels: Vec<Vec<f32>> = view.outer_iter().map(|row| row.to_vec()).collect();
-        let audio =
-            Audio::new(sample_rate, channels).map_err(|e| PyValueError::new_err(message(&e)))?;
+        let audio = Audio::new(sample_rate, channels)
+            .map_err(|e| PyValueError::new_err(full_message(&e)))?;
         let stems = py.detach(|| self.inner.separate(&audio)).map_err(py_err)?;
         let out = PyDict::new(py);
         for (name, stem) in stems {

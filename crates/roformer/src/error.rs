@@ -147,3 +147,21 @@ impl From<candle_core::Error> for Error {
         Error::Tensor(TensorError(e))
     }
 }
+
+/// `error`'s message followed by those of its sources, separated by `": "`: the whole story
+/// in one line, as the CLI prints it.
+///
+/// ```
+/// let err = roformer::Separator::builder("missing.ckpt").config("missing.yaml").open().unwrap_err();
+/// assert!(roformer::error::full_message(&err).contains("missing"));
+/// ```
+pub fn full_message(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}

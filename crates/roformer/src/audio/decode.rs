@@ -403,7 +403,7 @@ pub(crate) mod tests {
     }
 
     fn err_text(r: Result<Audio, AudioError>) -> String {
-        super::super::error::chain(&r.expect_err("expected an error"))
+        crate::error::full_message(&r.expect_err("expected an error"))
     }
 
     #[test]

@@ -101,16 +101,3 @@ impl AudioError {
         }
     }
 }
-
-/// `error`'s message followed by those of its sources, separated by `": "`.
-#[cfg(feature = "audio")]
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
-}

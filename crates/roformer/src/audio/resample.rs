@@ -4,8 +4,8 @@ use rayon::prelude::*;
 use rubato::audioadapter_buffers::direct::SequentialSlice;
 use rubato::{Fft, FixedSync, Resampler, WindowFunction};
 
-use super::error::chain;
 use super::{Audio, AudioError};
+use crate::error::full_message;
 
 /// [`AudioError::Resample`] with `message`.
 fn resample_error(message: impl Into<String>) -> AudioError {
@@ -95,10 +95,10 @@ fn resample_channel(input: &[f32], from: u32, to: u32, out_len: usize) -> Result
         return Ok(Vec::new());
     }
     let mut resampler = channel_resampler(from, to)?;
-    let adapter = SequentialSlice::new(input, 1, input.len()).map_err(|e| chain(&e))?;
+    let adapter = SequentialSlice::new(input, 1, input.len()).map_err(|e| full_message(&e))?;
     let output = resampler
         .process_all(&adapter, input.len(), None)
-        .map_err(|e| chain(&e))?;
+        .map_err(|e| full_message(&e))?;
     let mut data = output.take_data();
     // process_all yields ceil(n * ratio) frames; keep round(n * ratio).
     data.resize(out_len, 0.0);
@@ -116,7 +116,7 @@ fn channel_resampler(from: u32, to: u32) -> Result<Fft<f32>, String> {
         WindowFunction::BlackmanHarris2,
         FixedSync::Both,
     )
-    .map_err(|e| chain(&e))
+    .map_err(|e| full_message(&e))
 }
 
 /// [`resample`] for a signal given block by block: the output, delivered as
@@ -239,11 +239,11 @@ impl StreamResampler {
                 input.resize(block_in, 0.0);
                 let frames_out = output.len();
                 let adapter_in =
-                    SequentialSlice::new(&input[..], 1, block_in).map_err(|e| chain(&e))?;
+                    SequentialSlice::new(&input[..], 1, block_in).map_err(|e| full_message(&e))?;
                 let mut adapter_out = SequentialSlice::new_mut(&mut output[..], 1, frames_out)
-                    .map_err(|e| chain(&e))?;
+                    .map_err(|e| full_message(&e))?;
                 r.process_into_buffer(&adapter_in, &mut adapter_out, None)
-                    .map_err(|e| chain(&e))?;
+                    .map_err(|e| full_message(&e))?;
                 input.clear();
                 Ok(())
             })
