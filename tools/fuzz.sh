@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/roformer-fuzz-target}"
 SECONDS_EACH="${1:-600}"
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(checkpoint safetensors config audio)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(checkpoint safetensors config audio eval)
 CORPUS="${FUZZ_CORPUS:-$HOME/.cache/roformer-fuzz-corpus}"
 F=tests/fixtures
 
@@ -21,8 +21,11 @@ seed() {
         checkpoint) find $F -name '*.ckpt' -size -3M -o -name '*.pt' | head -20 ;;
         safetensors) find $F -name '*.safetensors' -size -3M | head -20 ;;
         config) find $F models -name '*.yaml' | head -40 ;;
-        audio) ;;
+        audio | eval) ;;
     esac | while read -r f; do cp "$f" "$CORPUS/$target/$(basename "$(dirname "$f")")-$(basename "$f")"; done
+    if [ "$target" = eval ]; then
+        tools/fuzz_eval_seeds.py "$CORPUS/eval" $F/metrics/references/bach_bwv7.7/vocals.flac
+    fi
     if [ "$target" = audio ]; then
         # The first byte picks the container: 0 wav, 1 flac, 2 mp3, 3 ogg, 4 aiff, 5 m4a.
         local i=0

@@ -2,25 +2,21 @@
 //! leaderboards (global SDR, SI-SDR; MSST) and of the papers (BSSEval v4; museval), plus MSST's
 //! fullness and bleedless. With `--model` the mixtures are separated first, by the library's `Separator`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use rayon::prelude::*;
-use roformer::audio::{decode_file, Audio};
 use roformer::audio::{OutputFormat, PcmFormat};
-use roformer::metrics::{
-    bleedless_fullness, bss_eval_v4, nanmean, nanmedian, sdr, si_sdr, BssEvalOptions, BssFrames,
-    BssScores,
+use roformer::evaluation::{
+    list_reference_tracks, score_track, stem_rank, ReferenceTrack, StemScores, TrackScores, METRICS,
 };
+use roformer::metrics::{nanmean, nanmedian};
 use roformer::FileOptions;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
-use crate::inputs;
 use crate::separate::{self, ModelArgs};
 
 #[derive(Debug, Args)]
@@ -69,33 +65,15 @@ pub struct EvalArgs {
     pub quiet: bool,
 }
 
-/// The metrics of one stem, in table order.
-const METRICS: [&str; 8] = [
-    "sdr",
-    "si_sdr",
-    "bss_sdr",
-    "bss_isr",
-    "bss_sir",
-    "bss_sar",
-    "fullness",
-    "bleedless",
-];
-
-/// One stem's scores: `values` in the order of [`METRICS`].
-#[derive(Debug, Clone)]
-struct StemScores {
-    values: [f64; 8],
-    frames: Option<BssFrames>,
-}
-
-#[derive(Debug)]
-struct TrackScores {
-    name: String,
-    stems: Vec<(String, StemScores)>,
-}
-
 pub fn run(args: EvalArgs) -> Result<ExitCode> {
-    let tracks = list_tracks(&args.references)?;
+    let listing = list_reference_tracks(&args.references)?;
+    for dir in &listing.skipped {
+        eprintln!(
+            "warning: {} has no reference stems (only a mixture, or no audio); skipped",
+            dir.display()
+        );
+    }
+    let tracks = listing.tracks;
     let mut temporary = None;
     let estimates = match &args.estimates {
         Some(dir) => {
@@ -138,7 +116,10 @@ fn temp_dir(purpose: &str) -> Result<TempDir> {
 /// Separates every track's mixture with the library's separator, writing
 /// `<out>/<track>/<stem>.wav` (float WAV). Returns the estimates folder and the temporary folder
 /// to remove afterwards, if any. A track that fails is reported and then lacks estimates.
-fn separate_mixtures(args: &EvalArgs, tracks: &[Track]) -> Result<(PathBuf, Option<TempDir>)> {
+fn separate_mixtures(
+    args: &EvalArgs,
+    tracks: &[ReferenceTrack],
+) -> Result<(PathBuf, Option<TempDir>)> {
     let mixtures = tracks
         .iter()
         .map(|track| {
@@ -178,86 +159,17 @@ fn separate_mixtures(args: &EvalArgs, tracks: &[Track]) -> Result<(PathBuf, Opti
     Ok((output, temp))
 }
 
-/// A reference track folder.
-#[derive(Debug)]
-struct Track {
-    name: String,
-    dir: PathBuf,
-    mixture: Option<PathBuf>,
-    /// `(stem, file)`, without the mixture.
-    stems: Vec<(String, PathBuf)>,
-}
-
-/// The audio files directly in `dir`, by stem name; two files with one name are an error.
-fn audio_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let mut files: Vec<(String, PathBuf)> = Vec::new();
-    // A folder without audio files is an `Err` entry here: it simply has no files.
-    for file in inputs::expand(&[dir.to_path_buf()]).into_iter().flatten() {
-        if file.parent() != Some(dir) {
-            continue;
-        }
-        let stem = inputs::track_name(&file)?;
-        if let Some((_, other)) = files.iter().find(|(s, _)| *s == stem) {
-            bail!(
-                "two files for `{stem}`: {} and {}",
-                other.display(),
-                file.display()
-            );
-        }
-        files.push((stem, file));
-    }
-    Ok(files)
-}
-
-fn list_tracks(references: &Path) -> Result<Vec<Track>> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(references)
-        .with_context(|| format!("cannot read the references folder {}", references.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    let mut tracks = Vec::new();
-    for dir in dirs {
-        let name = match dir.file_name().and_then(|n| n.to_str()) {
-            Some(n) if !n.starts_with('.') => n.to_string(),
-            _ => continue,
-        };
-        let mut files = audio_files(&dir)?;
-        let mixture = files
-            .iter()
-            .position(|(s, _)| s == "mixture")
-            .map(|i| files.remove(i).1);
-        if files.is_empty() {
-            eprintln!(
-                "warning: {} has no reference stems (only a mixture, or no audio); skipped",
-                dir.display()
-            );
-            continue;
-        }
-        tracks.push(Track {
-            name,
-            dir,
-            mixture,
-            stems: files,
-        });
-    }
-    if tracks.is_empty() {
-        bail!(
-            "no track folders with reference stems in {} (expected REF/<track>/<stem>.wav)",
-            references.display()
-        );
-    }
-    Ok(tracks)
-}
-
-fn score_all(args: &EvalArgs, tracks: &[Track], estimates: &Path) -> Result<ExitCode> {
+fn score_all(args: &EvalArgs, tracks: &[ReferenceTrack], estimates: &Path) -> Result<ExitCode> {
     let mut results = Vec::new();
     let mut failed = 0;
     let total = tracks.len();
     for (i, track) in tracks.iter().enumerate() {
         let started = Instant::now();
-        match score_track(args, track, &estimates.join(&track.name)) {
+        match score_track(track, &estimates.join(&track.name), args.trim) {
             Ok(scores) => {
+                for warning in &scores.warnings {
+                    eprintln!("warning: {warning}");
+                }
                 if !args.quiet {
                     eprintln!(
                         "[{}/{total}] {}: {} stem(s) scored in {:.1}s",
@@ -290,328 +202,6 @@ fn score_all(args: &EvalArgs, tracks: &[Track], estimates: &Path) -> Result<Exit
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// MUSDB's order first, then the others by name.
-fn stem_rank(name: &str) -> (usize, String) {
-    let known = ["vocals", "drums", "bass", "other", "instrumental"];
-    let rank = known.iter().position(|k| *k == name).unwrap_or(known.len());
-    (rank, name.to_string())
-}
-
-/// Planar samples, `[channel][sample]`.
-type Planar = Vec<Vec<f32>>;
-
-/// A stem to score: its name, its reference and its estimate.
-struct Scored<'a> {
-    stem: String,
-    reference: Planar,
-    estimate: &'a Planar,
-}
-
-struct Loaded {
-    path: PathBuf,
-    audio: Audio,
-}
-
-fn load(path: &Path) -> Result<Loaded> {
-    Ok(Loaded {
-        path: path.to_path_buf(),
-        audio: decode_file(path)?,
-    })
-}
-
-fn score_track(args: &EvalArgs, track: &Track, est_dir: &Path) -> Result<TrackScores> {
-    if !est_dir.is_dir() {
-        bail!("no estimates: {} is not a folder", est_dir.display());
-    }
-    let est_files = audio_files(est_dir)?;
-    if est_files.is_empty() {
-        bail!("no estimate files in {}", est_dir.display());
-    }
-    // Decode everything (references, mixture, estimates) in parallel.
-    let mut paths: Vec<&Path> = track.stems.iter().map(|(_, p)| p.as_path()).collect();
-    paths.extend(track.mixture.as_deref());
-    paths.extend(est_files.iter().map(|(_, p)| p.as_path()));
-    let mut loaded: Vec<Loaded> = paths.par_iter().map(|p| load(p)).collect::<Result<_>>()?;
-    check_compatible(&mut loaded, args.trim)?;
-    let sample_rate = loaded[0].audio.sample_rate();
-    let mut loaded = loaded.into_iter();
-    let refs: Vec<(String, Vec<Vec<f32>>)> = track
-        .stems
-        .iter()
-        .map(|(s, _)| (s.clone(), loaded.next().map(|l| l.audio.into_channels())))
-        .map(|(s, a)| (s, a.unwrap_or_default()))
-        .collect();
-    let mixture = track
-        .mixture
-        .as_ref()
-        .and_then(|_| loaded.next().map(|l| l.audio.into_channels()));
-    let ests: Vec<(String, Vec<Vec<f32>>)> = est_files
-        .iter()
-        .map(|(s, _)| (s.clone(), loaded.next().map(|l| l.audio.into_channels())))
-        .map(|(s, a)| (s, a.unwrap_or_default()))
-        .collect();
-
-    let reference_of = |stem: &str| refs.iter().find(|(s, _)| s == stem).map(|(_, a)| a);
-    // The stems to score with their references.
-    let mut scored: Vec<Scored> = Vec::new();
-    for (stem, est) in &ests {
-        let reference = match reference_of(stem) {
-            Some(r) => r.clone(),
-            None if stem == "instrumental" => {
-                let others: Vec<&Vec<Vec<f32>>> = refs
-                    .iter()
-                    .filter(|(s, _)| s != "vocals")
-                    .map(|(_, a)| a)
-                    .collect();
-                if others.is_empty() {
-                    eprintln!(
-                        "warning: {}: no non-vocal reference stems to score instrumental against",
-                        track.name
-                    );
-                    continue;
-                }
-                sum(&others)
-            }
-            None => {
-                eprintln!(
-                    "warning: {}: no reference for {} in {}; not scored",
-                    track.name,
-                    est_dir.join(stem).display(),
-                    track.dir.display()
-                );
-                continue;
-            }
-        };
-        scored.push(Scored {
-            stem: stem.clone(),
-            reference,
-            estimate: est,
-        });
-    }
-    if scored.is_empty() {
-        bail!(
-            "none of the estimates in {} has a reference stem in {}",
-            est_dir.display(),
-            track.dir.display()
-        );
-    }
-    scored.sort_by_key(|s| stem_rank(&s.stem));
-
-    // Global metrics, per stem.
-    let global: Vec<[f64; 4]> = scored
-        .par_iter()
-        .map(|s| {
-            let (r, e) = (&s.reference, s.estimate);
-            let bf = bleedless_fullness(r, e, sample_rate)?;
-            Ok([sdr(r, e)?, si_sdr(r, e)?, bf.fullness, bf.bleedless])
-        })
-        .collect::<Result<_, roformer::metrics::MetricsError>>()?;
-
-    let bss = bss_groups(track, &scored, &refs, mixture.as_ref(), sample_rate);
-
-    let stems = scored
-        .iter()
-        .zip(global)
-        .map(|(Scored { stem, .. }, g)| {
-            let (scores, frames) = match bss.get(stem) {
-                Some((s, f)) => (*s, Some(f.clone())),
-                None => (BssScores::NAN, None),
-            };
-            let values = [
-                g[0], g[1], scores.sdr, scores.isr, scores.sir, scores.sar, g[2], g[3],
-            ];
-            (stem.clone(), StemScores { values, frames })
-        })
-        .collect();
-    Ok(TrackScores {
-        name: track.name.clone(),
-        stems,
-    })
-}
-
-/// Same rate and channel count for every file, and the same length (or all cut to the
-/// shortest with `trim`).
-fn check_compatible(loaded: &mut [Loaded], trim: bool) -> Result<()> {
-    let first = &loaded[0];
-    for l in &loaded[1..] {
-        if l.audio.sample_rate() != first.audio.sample_rate() {
-            bail!(
-                "sample rates differ: {} is {} Hz, {} is {} Hz",
-                first.path.display(),
-                first.audio.sample_rate(),
-                l.path.display(),
-                l.audio.sample_rate()
-            );
-        }
-        if l.audio.num_channels() != first.audio.num_channels() {
-            bail!(
-                "channel counts differ: {} has {}, {} has {}",
-                first.path.display(),
-                first.audio.num_channels(),
-                l.path.display(),
-                l.audio.num_channels()
-            );
-        }
-    }
-    let shortest = loaded.iter().map(|l| l.audio.frames()).min().unwrap_or(0);
-    if let Some(l) = loaded.iter().find(|l| l.audio.frames() != shortest) {
-        if !trim {
-            let short = loaded
-                .iter()
-                .find(|l| l.audio.frames() == shortest)
-                .map_or(first.path.clone(), |l| l.path.clone());
-            bail!(
-                "lengths differ: {} has {} samples, {} has {} (use --trim to cut every file to the shortest)",
-                l.path.display(),
-                l.audio.frames(),
-                short.display(),
-                shortest
-            );
-        }
-        for l in loaded.iter_mut() {
-            l.audio.truncate(shortest);
-        }
-    }
-    if shortest == 0 {
-        bail!("{} has no samples", loaded[0].path.display());
-    }
-    Ok(())
-}
-
-fn sum(signals: &[&Vec<Vec<f32>>]) -> Vec<Vec<f32>> {
-    let mut out = signals[0].clone();
-    for s in &signals[1..] {
-        for (o, c) in out.iter_mut().zip(s.iter()) {
-            for (o, x) in o.iter_mut().zip(c) {
-                *o += x;
-            }
-        }
-    }
-    out
-}
-
-/// BSSEval v4 needs the track's stems together. As museval's `eval_mus_track` does: the stems
-/// that have their own reference file are evaluated together; `vocals` + `instrumental` (MUSDB's
-/// vocals/accompaniment) are evaluated as a pair, and then give `vocals` its values. A stem left
-/// alone is paired with its complement: the sum of the other references against
-/// mixture - estimate.
-fn bss_groups(
-    track: &Track,
-    scored: &[Scored],
-    refs: &[(String, Vec<Vec<f32>>)],
-    mixture: Option<&Vec<Vec<f32>>>,
-    sample_rate: u32,
-) -> BTreeMap<String, (BssScores, BssFrames)> {
-    let options = BssEvalOptions::museval(sample_rate);
-    let mut out = BTreeMap::new();
-    let has_ref_file = |s: &str| refs.iter().any(|(r, _)| r == s);
-    let joint: Vec<usize> = (0..scored.len())
-        .filter(|&i| scored[i].stem != "instrumental" && has_ref_file(&scored[i].stem))
-        .collect();
-    let pos = |name: &str| scored.iter().position(|s| s.stem == name);
-    let acc_pair = pos("vocals").zip(pos("instrumental"));
-
-    let run = |members: &[usize], extra: Option<(&Planar, &Planar)>| {
-        let mut r: Vec<&[Vec<f32>]> = members
-            .iter()
-            .map(|&i| scored[i].reference.as_slice())
-            .collect();
-        let mut e: Vec<&[Vec<f32>]> = members
-            .iter()
-            .map(|&i| scored[i].estimate.as_slice())
-            .collect();
-        if let Some((xr, xe)) = extra {
-            r.push(xr);
-            e.push(xe);
-        }
-        match bss_eval_v4(&r, &e, &options) {
-            Ok(frames) => members.iter().copied().zip(frames).collect(),
-            Err(err) => {
-                let names: Vec<&str> = members.iter().map(|&i| scored[i].stem.as_str()).collect();
-                eprintln!(
-                    "warning: {}: BSSEval of {} not computed: {err}",
-                    track.name,
-                    names.join(" + ")
-                );
-                Vec::new()
-            }
-        }
-    };
-    let keep = |out: &mut BTreeMap<String, (BssScores, BssFrames)>,
-                results: Vec<(usize, BssFrames)>,
-                report: &[usize]| {
-        for (i, f) in results {
-            if report.contains(&i) {
-                out.insert(scored[i].stem.clone(), (f.median(), f));
-            }
-        }
-    };
-
-    // Stems whose group was evaluated (a failure has been reported).
-    let mut attempted: Vec<usize> = Vec::new();
-    if joint.len() >= 2 {
-        let report: Vec<usize> = joint
-            .iter()
-            .copied()
-            .filter(|&i| acc_pair.is_none_or(|(v, _)| v != i))
-            .collect();
-        keep(&mut out, run(&joint, None), &report);
-        attempted.extend(report);
-    }
-    if let Some((v, i)) = acc_pair {
-        keep(&mut out, run(&[v, i], None), &[v, i]);
-        attempted.extend([v, i]);
-    }
-    // Stems left alone: pair each with its complement.
-    for (i, Scored { stem, estimate, .. }) in scored.iter().enumerate() {
-        if attempted.contains(&i) {
-            continue;
-        }
-        let others: Vec<&Vec<Vec<f32>>> = refs
-            .iter()
-            .filter(|(r, _)| {
-                r != "instrumental"
-                    && if stem == "instrumental" {
-                        r == "vocals"
-                    } else {
-                        r != stem
-                    }
-            })
-            .map(|(_, a)| a)
-            .collect();
-        if others.is_empty() {
-            eprintln!(
-                "warning: {}: BSSEval of {stem} needs another reference stem; not computed",
-                track.name
-            );
-            continue;
-        }
-        let complement_ref = sum(&others);
-        let mix = match mixture {
-            Some(m) => m.clone(),
-            None => {
-                let all: Vec<&Vec<Vec<f32>>> = refs
-                    .iter()
-                    .filter(|(r, _)| r != "instrumental")
-                    .map(|(_, a)| a)
-                    .collect();
-                sum(&all)
-            }
-        };
-        let complement_est: Vec<Vec<f32>> = mix
-            .iter()
-            .zip(estimate.iter())
-            .map(|(m, e)| m.iter().zip(e).map(|(m, e)| m - e).collect())
-            .collect();
-        keep(
-            &mut out,
-            run(&[i], Some((&complement_ref, &complement_est))),
-            &[i],
-        );
-    }
-    out
 }
 
 fn fmt_value(v: f64) -> String {

@@ -248,6 +248,17 @@ pub fn open_separator(
     Ok(separator)
 }
 
+/// `error`, with the input's path in front unless its message already names it (decode errors
+/// do).
+fn naming_input(error: anyhow::Error, input: &Path) -> anyhow::Error {
+    let path = input.display().to_string();
+    if format!("{error:#}").contains(&path) {
+        error
+    } else {
+        error.context(path)
+    }
+}
+
 pub fn run(args: SeparateArgs) -> Result<ExitCode> {
     configure_threads(args.threads)?;
     let format = output_format(args.format, args.pcm)?;
@@ -276,7 +287,7 @@ pub fn run(args: SeparateArgs) -> Result<ExitCode> {
                 );
             }
             let outcome = separate_one(&separator, &path, &dir, &options, &label, args.quiet)
-                .with_context(|| format!("{}", path.display()))?;
+                .map_err(|e| naming_input(e, &path))?;
             if !args.quiet {
                 match &outcome {
                     FileOutcome::Written(files) => eprintln!(

@@ -104,4 +104,7 @@ fn a_killed_separate_batch_leaves_no_partial_output_and_resumes() {
     let o = roformer(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(final_outputs(&out), expected);
+    // And the killed run's temporary files are gone with it.
+    let names: Vec<PathBuf> = tree_bytes(&out).into_keys().collect();
+    assert_eq!(names, expected.keys().cloned().collect::<Vec<_>>());
 }

@@ -2,51 +2,10 @@
 //! run, clear errors for bad data; and `separate` with the built-in default model.
 
 mod common;
-use common::{p, roformer, stderr};
+use common::{p, repo, roformer, stderr, train_dataset};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A stereo 16-bit WAV of a tone at `freq` Hz.
-fn write_tone(path: &Path, freq: f64, frames: usize) {
-    let spec = hound::WavSpec {
-        channels: 2,
-        sample_rate: 44100,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for i in 0..frames {
-        let v = (0.2 * (std::f64::consts::TAU * freq * i as f64 / 44100.0).sin() * 32767.0) as i16;
-        w.write_sample(v).unwrap();
-        w.write_sample(v / 2).unwrap();
-    }
-    w.finalize().unwrap();
-}
-
-/// `root/{train,valid}/<track>/{vocals,other}.wav` and the fixture config with 2 batches per epoch.
-fn dataset(root: &Path) -> PathBuf {
-    for (split, tracks) in [("train", 3), ("valid", 1)] {
-        for t in 0..tracks {
-            let dir = root.join("data").join(split).join(format!("track{t}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            write_tone(&dir.join("vocals.wav"), 440.0 + 50.0 * t as f64, 20_000);
-            write_tone(&dir.join("other.wav"), 110.0 + 20.0 * t as f64, 20_000);
-        }
-    }
-    let config = std::fs::read_to_string(
-        repo().join("tests/fixtures/models/bs_stereo_2stem_hop512/config.yaml"),
-    )
-    .unwrap()
-    .replace("num_steps: 1000", "num_steps: 2");
-    let path = root.join("config.yaml");
-    std::fs::write(&path, config).unwrap();
-    path
-}
 
 /// `roformer train --data ROOT/data -o ROOT/run --quiet` plus `extra`.
 fn train(root: &Path, extra: &[&str]) -> Output {
@@ -66,7 +25,7 @@ fn log_rows(run: &Path) -> usize {
 #[test]
 fn trains_resumes_and_separates_with_the_result() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = dataset(tmp.path());
+    let config = train_dataset(tmp.path(), &[]);
     let (data, run) = (tmp.path().join("data"), tmp.path().join("run"));
 
     let out = train(tmp.path(), &["--config", p(&config), "--epochs", "1"]);
@@ -114,7 +73,7 @@ fn trains_resumes_and_separates_with_the_result() {
 #[test]
 fn bad_training_data_is_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = dataset(tmp.path());
+    let config = train_dataset(tmp.path(), &[]);
     let data = tmp.path().join("data");
     std::fs::remove_file(data.join("train/track1/other.wav")).unwrap();
     let out = train(tmp.path(), &["--config", p(&config)]);
@@ -129,7 +88,7 @@ fn bad_training_data_is_named() {
 #[test]
 fn an_unsupported_scheduler_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = dataset(tmp.path());
+    let config = train_dataset(tmp.path(), &[]);
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,

@@ -7,6 +7,10 @@
 //! the directory. Dropping an `AtomicFile` without committing it, or a failed commit, removes the
 //! temporary file, so on any error nothing is left behind and an existing target is untouched.
 //!
+//! A process killed while writing (SIGKILL, a crash, a power cut) cannot remove its temporary
+//! file; the next commit of the same target removes such leftovers of processes that no longer
+//! run.
+//!
 //! [`write_atomically`] does the three steps around a closure.
 
 use std::ffi::OsString;
@@ -116,7 +120,47 @@ impl AtomicFile {
         if let Ok(d) = File::open(&self.dir) {
             let _ = d.sync_all();
         }
+        if let Some(name) = self.target.file_name() {
+            remove_abandoned(&self.dir, name);
+        }
         Ok(())
+    }
+}
+
+/// Removes the temporary files for `dir/name` of processes that have ended without committing
+/// them. Best effort: what cannot be listed or removed stays.
+fn remove_abandoned(dir: &Path, name: &std::ffi::OsStr) {
+    let mut prefix = OsString::from(".");
+    prefix.push(name);
+    prefix.push(".partial-");
+    let Some(prefix) = prefix.to_str() else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let pid = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !process_runs(pid) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// Whether process `pid` exists. Only Linux can tell cheaply (`/proc`); elsewhere every process
+/// is taken to run, so nothing is removed.
+fn process_runs(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        true
     }
 }
 
@@ -192,6 +236,26 @@ mod tests {
         write_atomically(&path, |w| w.write_all(b"second")).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"second");
         assert_eq!(dir.names(), ["out.bin"]);
+    }
+
+    #[test]
+    fn a_commit_removes_the_leftovers_of_ended_processes_only() {
+        let dir = Scratch::new("leftovers");
+        let path = dir.0.join("out.bin");
+        // Above Linux's largest pid (2^22): no such process.
+        let dead = ".out.bin.partial-4999999-0";
+        let ours = format!(".out.bin.partial-{}-999", std::process::id());
+        let other_target = ".other.bin.partial-4999999-0";
+        for name in [dead, ours.as_str(), other_target] {
+            std::fs::write(dir.0.join(name), b"partial").unwrap();
+        }
+        write_atomically(&path, |w| w.write_all(b"data")).unwrap();
+        let mut expected = vec![ours, other_target.to_string(), "out.bin".to_string()];
+        if !cfg!(target_os = "linux") {
+            expected.push(dead.to_string());
+        }
+        expected.sort();
+        assert_eq!(dir.names(), expected);
     }
 
     #[test]

@@ -56,6 +56,8 @@ internal_modules!(
     train,
     weights,
 );
+#[cfg(feature = "audio")]
+internal_modules!(evaluation);
 
 pub mod audio;
 pub mod error;

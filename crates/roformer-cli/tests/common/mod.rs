@@ -39,3 +39,51 @@ pub fn stderr(o: &Output) -> String {
 pub fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A stereo 16-bit WAV of a tone at `freq` Hz.
+pub fn write_tone(path: &Path, freq: f64, frames: usize) {
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 44100,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for i in 0..frames {
+        let v = (0.2 * (std::f64::consts::TAU * freq * i as f64 / 44100.0).sin() * 32767.0) as i16;
+        w.write_sample(v).unwrap();
+        w.write_sample(v / 2).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+/// A tiny training set, `root/data/{train,valid}/<track>/{vocals,other}.wav`, and
+/// `root/config.yaml`: the fixture config with 2 batches per epoch and the `(from, to)`
+/// replacements in `edits` applied. Returns the config's path.
+pub fn train_dataset(root: &Path, edits: &[(&str, &str)]) -> PathBuf {
+    for (split, tracks) in [("train", 3), ("valid", 1)] {
+        for t in 0..tracks {
+            let dir = root.join("data").join(split).join(format!("track{t}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            write_tone(&dir.join("vocals.wav"), 440.0 + 50.0 * t as f64, 20_000);
+            write_tone(&dir.join("other.wav"), 110.0 + 20.0 * t as f64, 20_000);
+        }
+    }
+    let mut config = std::fs::read_to_string(
+        repo().join("tests/fixtures/models/bs_stereo_2stem_hop512/config.yaml"),
+    )
+    .unwrap()
+    .replace("num_steps: 1000", "num_steps: 2");
+    for (from, to) in edits {
+        assert!(config.contains(from), "the fixture config has no `{from}`");
+        config = config.replace(from, to);
+    }
+    let path = root.join("config.yaml");
+    std::fs::write(&path, config).unwrap();
+    path
+}

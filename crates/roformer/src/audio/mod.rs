@@ -34,6 +34,20 @@ pub use resample::{resample, resampled_len, StreamResampler};
 #[cfg(feature = "audio")]
 pub use track::TrackReader;
 
+/// The extensions (lower case) that a search of a folder takes for audio files; a file named
+/// explicitly is tried whatever its extension.
+pub const AUDIO_EXTENSIONS: &[&str] = &[
+    "wav", "wave", "flac", "mp3", "ogg", "oga", "m4a", "mp4", "aac", "aif", "aiff", "aifc", "caf",
+    "mka", "mkv", "webm",
+];
+
+/// Whether the file's extension is one of [`AUDIO_EXTENSIONS`] (in any case).
+pub fn has_audio_extension(path: &std::path::Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
 /// Decoded audio: planar `f32` samples, nominally in `[-1, 1]`.
 ///
 /// Invariants (checked by every constructor): the sample rate is not 0, there

@@ -32,7 +32,7 @@ use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 use super::correlation::{correlations, Pair};
 use super::fft_size::fast_fft_len;
 use super::least_squares::MinNorm;
-use super::linalg::Lu;
+use super::lu::Lu;
 use super::{nanmedian, MetricsError};
 
 /// Framing and filter length.
@@ -346,7 +346,7 @@ impl FilterSolver {
         for i in 0..n {
             shifted[i * n + i] += f64::EPSILON;
         }
-        match Lu::factor(shifted, n) {
+        match Lu::factor(&shifted, n) {
             Ok(lu) => Ok(Self::Lu(lu)),
             Err(MetricsError::Singular) => MinNorm::factor(&g, n).map(Self::MinNorm),
             Err(e) => Err(e),

@@ -15,7 +15,7 @@ pub mod bss_eval;
 mod correlation;
 mod fft_size;
 mod least_squares;
-mod linalg;
+mod lu;
 pub mod mel_metrics;
 pub mod sdr;
 
