@@ -8,6 +8,7 @@ pub mod band_split;
 pub mod bs_roformer;
 pub mod feed_forward;
 pub mod flops;
+pub mod htdemucs;
 pub mod linear;
 pub mod linear_attention;
 pub mod mask_estimator;
