@@ -68,3 +68,39 @@ fn one_chunk_separates_like_msst() {
         assert!(snr >= 60.0, "{name}: chunk output SNR {snr:.1} dB");
     }
 }
+
+#[test]
+fn a_track_demixes_like_msst_in_demucs_mode() {
+    use roformer::separate::{demix, ChunkMode, DemixOptions};
+    for name in FIXTURES {
+        let (config, model) = open(name);
+        let mix = roformer::audio::decode_file(&dir(name).join("mixture.wav"))
+            .unwrap()
+            .into_channels();
+        let reference = load_state_dict(&dir(name).join("reference.safetensors")).unwrap();
+        let theirs: Vec<f32> = reference
+            .get("separated")
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for batch_size in [1, 3] {
+            let options = DemixOptions {
+                chunk_size: config.chunk_size(),
+                num_overlap: config.inference.num_overlap,
+                batch_size,
+                mode: ChunkMode::Demucs,
+            };
+            let ours: Vec<f32> = demix(&model, &mix, &options, &mut |_| {})
+                .unwrap()
+                .into_iter()
+                .flatten()
+                .flatten()
+                .collect();
+            let snr = snr_db(&theirs, &ours);
+            println!("{name}: demix SNR {snr:.1} dB (batch {batch_size})");
+            assert!(snr >= 60.0, "{name}: demix SNR {snr:.1} dB");
+        }
+    }
+}

@@ -8,6 +8,10 @@
 //!   `batch_size = 1`; its batched path picks those per batch, which we do not copy);
 //! - the result is `sum(window * out) / sum(window)`, 0 where nothing was added.
 //!
+//! HT Demucs runs in MSST's "demucs" mode ([`ChunkMode::Demucs`]): chunk = `samplerate *
+//! segment`, the same step, but no border padding, no fades (a plain average of the chunks
+//! that overlap) and every short final chunk zero-padded.
+//!
 //! The padded track is never materialised, and outputs are accumulated only over the unpadded
 //! range, so memory is the input plus the output plus one counter track. [`super::stream`] does
 //! the same over a track read block by block, in memory bounded by the chunking, with
@@ -21,6 +25,17 @@ pub struct DemixOptions {
     pub chunk_size: usize,
     pub num_overlap: usize,
     pub batch_size: usize,
+    pub mode: ChunkMode,
+}
+
+/// Which of MSST's two `demix` modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChunkMode {
+    /// Every model but HT Demucs: reflect-padded borders, faded windows.
+    #[default]
+    Generic,
+    /// HT Demucs: no border padding, flat windows, zero-padded final chunks.
+    Demucs,
 }
 
 /// Reported after every model call.
@@ -83,6 +98,8 @@ pub(crate) struct ChunkPlan {
     pub step: usize,
     pub fade: usize,
     pub offset: usize,
+    /// Whether a short final chunk longer than half a chunk is reflect-padded (else zeros).
+    pub reflect_tail: bool,
 }
 
 impl ChunkPlan {
@@ -91,6 +108,7 @@ impl ChunkPlan {
             chunk_size: chunk,
             num_overlap,
             batch_size,
+            mode,
         } = *options;
         if len == 0 {
             return Err(Error::EmptyAudio);
@@ -101,13 +119,36 @@ impl ChunkPlan {
             )));
         }
         let step = chunk / num_overlap;
+        if mode == ChunkMode::Demucs {
+            return Ok(Self {
+                step,
+                fade: 0,
+                offset: 0,
+                reflect_tail: false,
+            });
+        }
         let border = chunk - step;
         let padded = len > 2 * border && border > 0;
         Ok(Self {
             step,
             fade: chunk / 10,
             offset: if padded { border } else { 0 },
+            reflect_tail: true,
         })
+    }
+
+    /// Pads the `seg` samples just appended to `input` (from `base`) to a whole chunk: with a
+    /// reflection of the segment itself when that is the rule and it is longer than half a
+    /// chunk, else with zeros.
+    pub(crate) fn pad_tail(&self, input: &mut Vec<f32>, base: usize, seg: usize, chunk: usize) {
+        if self.reflect_tail && seg > chunk / 2 {
+            for k in 0..chunk - seg {
+                let v = input[base + seg - 2 - k];
+                input.push(v);
+            }
+        } else {
+            input.resize(base + chunk, 0.0);
+        }
     }
 }
 
@@ -135,7 +176,10 @@ pub fn demix(
     if mix.iter().any(|c| c.len() != len) {
         return Err(Error::EmptyAudio);
     }
-    let ChunkPlan { step, fade, offset } = ChunkPlan::new(options, len)?;
+    let plan = ChunkPlan::new(options, len)?;
+    let ChunkPlan {
+        step, fade, offset, ..
+    } = plan;
     let total = len + 2 * offset;
 
     let starts: Vec<usize> = (0..total).step_by(step).collect();
@@ -154,15 +198,7 @@ pub fn demix(
             for c in 0..channels {
                 let base = input.len();
                 input.extend((start..start + seg).map(|p| sample(c, p)));
-                if seg > chunk / 2 {
-                    // reflect pad (0, chunk - seg) of the segment itself
-                    for k in 0..chunk - seg {
-                        let v = input[base + seg - 2 - k];
-                        input.push(v);
-                    }
-                } else {
-                    input.resize(base + chunk, 0.0);
-                }
+                plan.pad_tail(&mut input, base, seg, chunk);
             }
         }
         let out = model.separate_batch(&input, batch.len(), chunk)?;
@@ -258,6 +294,7 @@ mod tests {
                 chunk_size: 120,
                 num_overlap: 4,
                 batch_size,
+                mode: Default::default(),
             };
             let out = demix(&Identity, &mix, &opts, &mut |_| {}).unwrap();
             for (c, ch) in out[0].iter().enumerate() {

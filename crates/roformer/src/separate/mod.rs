@@ -7,7 +7,7 @@ pub mod ensemble;
 pub mod stream;
 pub mod tta;
 
-pub use demix::{demix, DemixOptions, Progress};
+pub use demix::{demix, ChunkMode, DemixOptions, Progress};
 pub use ensemble::{ensemble, Algorithm as EnsembleAlgorithm};
 pub use stream::{separate_stream, FrameSource, StemSink, StreamOptions};
 pub use tta::demix_tta;

@@ -77,6 +77,7 @@ struct Streamer<'a> {
     batch_size: usize,
     /// Reflect padding at each end (`border` when the track is long enough, else 0).
     offset: usize,
+    plan: ChunkPlan,
     /// Length of the padded track.
     total: usize,
     normalization: Option<Normalization>,
@@ -102,7 +103,10 @@ impl<'a> Streamer<'a> {
         let channels = model.channels();
         let stems = model.num_stems();
         let (chunk, batch_size) = (options.demix.chunk_size, options.demix.batch_size);
-        let ChunkPlan { step, fade, offset } = ChunkPlan::new(&options.demix, len)?;
+        let plan = ChunkPlan::new(&options.demix, len)?;
+        let ChunkPlan {
+            step, fade, offset, ..
+        } = plan;
         let passes: &'static [Pass] = if options.tta {
             &TTA_PASSES
         } else {
@@ -117,6 +121,7 @@ impl<'a> Streamer<'a> {
             step,
             batch_size,
             offset,
+            plan,
             total: len + 2 * offset,
             normalization: options.normalization,
             passes,
@@ -246,14 +251,7 @@ impl<'a> Streamer<'a> {
                     let i = reflect_index(p as isize - self.offset as isize, self.len);
                     self.value(pass, c, i)
                 }));
-                if seg > chunk / 2 {
-                    for k in 0..chunk - seg {
-                        let v = input[base + seg - 2 - k];
-                        input.push(v);
-                    }
-                } else {
-                    input.resize(base + chunk, 0.0);
-                }
+                self.plan.pad_tail(&mut input, base, seg, chunk);
             }
         }
         input
@@ -473,6 +471,7 @@ mod tests {
                 chunk_size: chunk,
                 num_overlap: overlap,
                 batch_size: batch,
+                mode: Default::default(),
             };
             for normalize in [false, true] {
                 for tta in [false, true] {
@@ -539,6 +538,7 @@ mod tests {
                 chunk_size: 256,
                 num_overlap: 4,
                 batch_size: 3,
+                mode: Default::default(),
             },
             normalization: None,
             tta: false,
@@ -569,6 +569,7 @@ mod tests {
                 chunk_size: 100,
                 num_overlap: 2,
                 batch_size: 1,
+                mode: Default::default(),
             },
             normalization: None,
             tta: false,

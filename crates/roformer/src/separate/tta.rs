@@ -97,6 +97,7 @@ mod tests {
             chunk_size: 100,
             num_overlap: 2,
             batch_size: 3,
+            mode: Default::default(),
         };
         let mut last = None;
         let out = demix_tta(&Skewed, &mix, &opts, &mut |p| last = Some(p)).unwrap();

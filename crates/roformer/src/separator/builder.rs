@@ -9,7 +9,7 @@ use crate::device::open_device;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::loaded_model::LoadedModel;
-use crate::separate::{DemixOptions, EnsembleAlgorithm};
+use crate::separate::{ChunkMode, DemixOptions, EnsembleAlgorithm};
 
 /// Where a model's weights come from.
 #[derive(Debug, Clone)]
@@ -298,6 +298,7 @@ impl SeparatorBuilder {
             chunk_size: config.chunk_size(),
             num_overlap: config.inference.num_overlap,
             batch_size: config.inference.batch_size,
+            mode: ChunkMode::Generic,
         };
         check_chunking(&demix, config, &name)?;
         Ok(Member {

@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::loaded_model::LoadedModel;
 use crate::metrics::sdr;
 use crate::model::{Network, CONFIG_METADATA_KEY};
-use crate::separate::{separate_track, DemixOptions};
+use crate::separate::{separate_track, ChunkMode, DemixOptions};
 use crate::weights::{load_state_dict, save_safetensors, StateDict};
 
 /// What a run is made of.
@@ -389,6 +389,7 @@ impl Trainer {
             chunk_size: config.chunk_size(),
             num_overlap: config.inference.num_overlap,
             batch_size: config.inference.batch_size,
+            mode: ChunkMode::Generic,
         };
         let instruments = &config.training.instruments;
         let stems = config.stem_names();

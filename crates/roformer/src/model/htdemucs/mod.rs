@@ -319,3 +319,15 @@ fn mean_std(x: &Tensor) -> CResult<(Tensor, Tensor)> {
     shape.resize(x.rank(), 1);
     Ok((mean.reshape(shape.as_slice())?, var.sqrt()?.reshape(shape)?))
 }
+
+impl crate::separate::Separator for HtDemucs {
+    fn channels(&self) -> usize {
+        self.audio_channels
+    }
+    fn num_stems(&self) -> usize {
+        self.stems
+    }
+    fn separate_batch(&self, audio: &[f32], batch: usize, len: usize) -> Result<Vec<f32>> {
+        HtDemucs::separate_batch(self, audio, batch, len)
+    }
+}
