@@ -396,6 +396,14 @@ impl MsstConfig {
     /// Parses YAML text; `origin` names the source in error messages.
     pub fn from_yaml(text: &str, origin: &Path) -> Result<Self> {
         let origin: PathBuf = origin.to_path_buf();
+        if crate::loaded_model::is_htdemucs_config(text) {
+            return Err(Error::ConfigInvalid {
+                path: origin,
+                message: "this is an HT Demucs config (model: htdemucs): `separate` and `eval` \
+                          run it, the other commands take RoFormers only so far"
+                    .into(),
+            });
+        }
         let config: MsstConfig = serde_saphyr::from_str(text).map_err(|e| Error::ConfigParse {
             path: origin.clone(),
             message: e.to_string(),

@@ -1,13 +1,19 @@
-//! [`LoadedModel`]: a checkpoint and its config opened into a network on a chosen engine.
+//! [`LoadedModel`]: a checkpoint and its config opened into a network on a chosen engine;
+//! [`SeparationModel`]: that, or an HT Demucs model ([`LoadedHtDemucs`]), as the separator
+//! runs them.
 
 use std::path::Path;
 
 use candle_core::Device;
 
 use crate::config::MsstConfig;
+use crate::cpu::Precision;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::model::htdemucs::config::MsstHtDemucsConfig;
+use crate::model::htdemucs::HtDemucs;
 use crate::model::{Network, CONFIG_METADATA_KEY};
+use crate::separate::{ChunkMode, DemixOptions, Separator as ChunkModel};
 use crate::weights::{load_state_dict, StateDict};
 
 /// A network with its config, ready to separate.
@@ -67,4 +73,214 @@ impl LoadedModel {
             engine,
         })
     }
+}
+
+/// An HT Demucs checkpoint and its config, opened on the reference engine (the only one HT
+/// Demucs has so far).
+#[derive(Debug)]
+pub struct LoadedHtDemucs {
+    pub config: MsstHtDemucsConfig,
+    pub network: HtDemucs,
+    pub parameters: usize,
+}
+
+impl LoadedHtDemucs {
+    /// Reads an MSST state dict (`.ckpt`, also nested under `state`/`state_dict`/...) with its
+    /// MSST YAML config.
+    pub fn open(weights: &Path, config: &Path, device: &Device, engine: Engine) -> Result<Self> {
+        let text = std::fs::read_to_string(config).map_err(|source| Error::ConfigIo {
+            path: config.to_path_buf(),
+            source,
+        })?;
+        let config = MsstHtDemucsConfig::from_yaml(&text, config)?;
+        Self::from_state_dict(config, load_state_dict(weights)?, device, engine)
+    }
+
+    pub fn from_state_dict(
+        config: MsstHtDemucsConfig,
+        mut state: StateDict,
+        device: &Device,
+        engine: Engine,
+    ) -> Result<Self> {
+        if engine.precision() != Precision::F32 {
+            return Err(Error::UnsupportedPrecision {
+                precision: engine.precision(),
+                reason: "HT Demucs runs in f32 only so far",
+            });
+        }
+        let parameters = state.num_parameters();
+        let network = HtDemucs::load(
+            &config.htdemucs,
+            config.training.instruments.len(),
+            config.training.channels,
+            &mut state.root(),
+            device,
+        )?;
+        state.finish()?;
+        Ok(Self {
+            config,
+            network,
+            parameters,
+        })
+    }
+}
+
+/// What a separator runs: a RoFormer or HT Demucs, told apart by the config (MSST writes
+/// `model: htdemucs` and an `htdemucs:` section for the latter).
+#[derive(Debug)]
+pub enum SeparationModel {
+    Roformer(LoadedModel),
+    HtDemucs(LoadedHtDemucs),
+}
+
+impl SeparationModel {
+    /// Opens `weights` with `config`, or with the config stored in the checkpoint.
+    pub fn open(
+        weights: &Path,
+        config: Option<&Path>,
+        device: &Device,
+        engine: Engine,
+    ) -> Result<Self> {
+        match config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigIo {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                if is_htdemucs_config(&text) {
+                    let config = MsstHtDemucsConfig::from_yaml(&text, path)?;
+                    let state = load_state_dict(weights)?;
+                    return LoadedHtDemucs::from_state_dict(config, state, device, engine)
+                        .map(Self::HtDemucs);
+                }
+                let config = MsstConfig::from_yaml(&text, path)?;
+                LoadedModel::from_state_dict(config, load_state_dict(weights)?, device, engine)
+                    .map(Self::Roformer)
+            }
+            None => Self::from_embedded_config(load_state_dict(weights)?, device, engine),
+        }
+    }
+
+    /// A model whose state dict carries its config (`roformer convert`, `roformer train`).
+    pub fn from_embedded_config(state: StateDict, device: &Device, engine: Engine) -> Result<Self> {
+        match state.metadata.get(CONFIG_METADATA_KEY) {
+            Some(text) if is_htdemucs_config(text) => {
+                let config = MsstHtDemucsConfig::from_yaml(text, state.source())?;
+                LoadedHtDemucs::from_state_dict(config, state, device, engine).map(Self::HtDemucs)
+            }
+            _ => LoadedModel::from_embedded_config(state, device, engine).map(Self::Roformer),
+        }
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        match self {
+            Self::Roformer(m) => m.config.audio.sample_rate,
+            Self::HtDemucs(m) => m.config.training.samplerate,
+        }
+    }
+
+    pub fn audio_channels(&self) -> usize {
+        match self {
+            Self::Roformer(m) => m.config.model.audio_channels(),
+            Self::HtDemucs(m) => m.config.training.channels,
+        }
+    }
+
+    /// The stems in output order.
+    pub fn stem_names(&self) -> Vec<String> {
+        match self {
+            Self::Roformer(m) => m.config.stem_names(),
+            Self::HtDemucs(m) => m.config.training.instruments.clone(),
+        }
+    }
+
+    /// MSST `inference.normalize`.
+    pub fn normalize(&self) -> bool {
+        match self {
+            Self::Roformer(m) => m.config.inference.normalize,
+            Self::HtDemucs(m) => m.config.inference.normalize,
+        }
+    }
+
+    pub fn parameters(&self) -> usize {
+        match self {
+            Self::Roformer(m) => m.parameters,
+            Self::HtDemucs(m) => m.parameters,
+        }
+    }
+
+    /// The engine that runs it, as a description.
+    pub fn engine(&self) -> String {
+        match self {
+            Self::Roformer(m) => m.engine.to_string(),
+            Self::HtDemucs(_) => Engine::Reference.to_string(),
+        }
+    }
+
+    /// The config's chunking (chunk, overlap, batch) and MSST's demix mode for the family.
+    pub fn demix_options(&self) -> DemixOptions {
+        match self {
+            Self::Roformer(m) => DemixOptions {
+                chunk_size: m.config.chunk_size(),
+                num_overlap: m.config.inference.num_overlap,
+                batch_size: m.config.inference.batch_size,
+                mode: ChunkMode::Generic,
+            },
+            Self::HtDemucs(m) => DemixOptions {
+                chunk_size: m.config.chunk_size(),
+                num_overlap: m.config.inference.num_overlap,
+                batch_size: m.config.inference.batch_size,
+                mode: ChunkMode::Demucs,
+            },
+        }
+    }
+
+    /// The shortest chunk the network accepts.
+    pub fn min_chunk(&self) -> usize {
+        match self {
+            Self::Roformer(m) => m.config.model.stft_n_fft,
+            Self::HtDemucs(m) => m.config.htdemucs.nfft,
+        }
+    }
+
+    pub fn network(&self) -> &dyn ChunkModel {
+        match self {
+            Self::Roformer(m) => &m.network,
+            Self::HtDemucs(m) => &m.network,
+        }
+    }
+}
+
+/// Whether MSST YAML text describes HT Demucs: `model: htdemucs` (MSST's own key for it), a
+/// `training.model_type: htdemucs`, or an `htdemucs:` section.
+pub fn is_htdemucs_config(text: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        model: Option<ModelField>,
+        #[serde(default)]
+        htdemucs: Option<serde::de::IgnoredAny>,
+        #[serde(default)]
+        training: Option<Training>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum ModelField {
+        Name(String),
+        Section(serde::de::IgnoredAny),
+    }
+    #[derive(serde::Deserialize)]
+    struct Training {
+        #[serde(default)]
+        model_type: Option<String>,
+    }
+    let Ok(probe) = serde_saphyr::from_str::<Probe>(text) else {
+        return false;
+    };
+    matches!(&probe.model, Some(ModelField::Name(n)) if n == "htdemucs")
+        || probe.htdemucs.is_some()
+        || probe
+            .training
+            .and_then(|t| t.model_type)
+            .is_some_and(|t| t == "htdemucs")
 }

@@ -89,11 +89,34 @@ fn gcd(mut a: usize, mut b: usize) -> usize {
     a
 }
 
+/// Largest magnitude the resampler takes: beyond it the FFT's sums could overflow `f32`.
+/// Real audio is near `[-1, 1]`; such values only come from corrupt float files.
+const MAX_MAGNITUDE: f32 = 1e30;
+
+/// A sample as the resampler takes it: NaN and infinities become silence and absurd magnitudes
+/// are clamped to [`MAX_MAGNITUDE`]. rubato's inverse FFT fails (panics) on the non-finite
+/// spectrum either makes, and a separation of such input gives silent stems anyway (MSST's
+/// `nan_to_num`); the separator warns about non-finite input (`Notice::NonFinite`).
+fn sanitised(x: f32) -> f32 {
+    if x.is_finite() {
+        x.clamp(-MAX_MAGNITUDE, MAX_MAGNITUDE)
+    } else {
+        0.0
+    }
+}
+
 /// One channel resampled to `out_len` frames, or rubato's error.
 fn resample_channel(input: &[f32], from: u32, to: u32, out_len: usize) -> Result<Vec<f32>, String> {
     if input.is_empty() {
         return Ok(Vec::new());
     }
+    let cleaned: Vec<f32>;
+    let input = if input.iter().all(|&x| sanitised(x) == x) {
+        input
+    } else {
+        cleaned = input.iter().copied().map(sanitised).collect();
+        &cleaned
+    };
     let mut resampler = channel_resampler(from, to)?;
     let adapter = SequentialSlice::new(input, 1, input.len()).map_err(|e| full_message(&e))?;
     let output = resampler
@@ -202,7 +225,7 @@ impl StreamResampler {
             let room = self.block_in - self.pending[0].len();
             let k = room.min(n - taken);
             for (p, c) in self.pending.iter_mut().zip(input) {
-                p.extend_from_slice(&c.as_ref()[taken..taken + k]);
+                p.extend(c.as_ref()[taken..taken + k].iter().copied().map(sanitised));
             }
             taken += k;
             if self.pending[0].len() == self.block_in {
@@ -280,6 +303,30 @@ mod tests {
             e += (f64::from(g) - f64::from(w)).powi(2);
         }
         10.0 * (s / e.max(1e-30)).log10()
+    }
+
+    #[test]
+    fn non_finite_samples_resample_as_silence_whole_or_streamed() {
+        // A fuzzed float WAV at 44132 Hz with NaN and 3.3e38 samples made rubato panic.
+        let n = 5000;
+        let mut left = sine(440.0, 44132, n, 0.0);
+        left[100] = f32::NAN;
+        left[2000] = f32::INFINITY;
+        left[3000] = 3.3e38;
+        let audio = Audio::new(44132, vec![left.clone(), left]).unwrap();
+        let whole = resample(&audio, 44100).unwrap();
+        let mut clean = audio.clone();
+        for c in clean.channels.iter_mut() {
+            c[100] = 0.0;
+            c[2000] = 0.0;
+            c[3000] = MAX_MAGNITUDE;
+        }
+        assert_eq!(whole, resample(&clean, 44100).unwrap());
+        let mut r = StreamResampler::new(2, 44132, 44100).unwrap();
+        let mut out = vec![Vec::new(); 2];
+        r.push(&audio.channels, &mut out).unwrap();
+        r.finish(&mut out).unwrap();
+        assert_eq!(out, whole.channels);
     }
 
     #[test]

@@ -8,8 +8,8 @@ use crate::cpu::Precision;
 use crate::device::open_device;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::loaded_model::LoadedModel;
-use crate::separate::{ChunkMode, DemixOptions, EnsembleAlgorithm};
+use crate::loaded_model::{LoadedModel, SeparationModel};
+use crate::separate::{DemixOptions, EnsembleAlgorithm};
 
 /// Where a model's weights come from.
 #[derive(Debug, Clone)]
@@ -204,32 +204,31 @@ impl SeparatorBuilder {
             .collect::<Result<Vec<_>>>()?;
 
         let first = &members[0];
-        let sample_rate = first.model.config.audio.sample_rate;
-        let channels = first.model.config.model.audio_channels();
+        let sample_rate = first.model.sample_rate();
+        let channels = first.model.audio_channels();
         for m in &members[1..] {
-            let cfg = &m.model.config;
-            if cfg.audio.sample_rate != sample_rate {
+            if m.model.sample_rate() != sample_rate {
                 return Err(Error::Ensemble(format!(
                     "all models of an ensemble must have the same sample rate: {} has {} Hz, {} has {} Hz",
                     first.name.display(),
                     sample_rate,
                     m.name.display(),
-                    cfg.audio.sample_rate
+                    m.model.sample_rate()
                 )));
             }
-            if cfg.model.audio_channels() != channels {
+            if m.model.audio_channels() != channels {
                 return Err(Error::Ensemble(format!(
                     "all models of an ensemble must take the same number of channels: {} takes {}, {} takes {}",
                     first.name.display(),
                     channels,
                     m.name.display(),
-                    cfg.model.audio_channels()
+                    m.model.audio_channels()
                 )));
             }
         }
         let mut stems: Vec<String> = Vec::new();
         for m in &members {
-            for s in m.model.config.stem_names() {
+            for s in m.model.stem_names() {
                 if !stems.contains(&s) {
                     stems.push(s);
                 }
@@ -262,9 +261,9 @@ impl SeparatorBuilder {
         engine: Engine,
         weight: f64,
     ) -> Result<Member> {
-        let (name, mut model) = match &source.weights {
+        let (name, model) = match &source.weights {
             Weights::File(path) => {
-                let model = LoadedModel::open(path, source.config.as_deref(), device, engine)?;
+                let model = SeparationModel::open(path, source.config.as_deref(), device, engine)?;
                 (path.clone(), model)
             }
             #[cfg(feature = "default-model")]
@@ -273,34 +272,28 @@ impl SeparatorBuilder {
                 let state =
                     crate::weights::state_dict_from_safetensors_bytes(BUILTIN_MODEL, &name)?;
                 let model = match &source.config {
-                    Some(config) => LoadedModel::from_state_dict(
+                    Some(config) => SeparationModel::Roformer(LoadedModel::from_state_dict(
                         MsstConfig::from_file(config)?,
                         state,
                         device,
                         engine,
-                    )?,
-                    None => LoadedModel::from_embedded_config(state, device, engine)?,
+                    )?),
+                    None => SeparationModel::from_embedded_config(state, device, engine)?,
                 };
                 (name, model)
             }
         };
-        let config = &mut model.config;
+        let mut demix = model.demix_options();
         if let Some(c) = self.chunk_size {
-            config.inference.chunk_size = Some(c);
+            demix.chunk_size = c;
         }
         if let Some(o) = self.overlap {
-            config.inference.num_overlap = o;
+            demix.num_overlap = o;
         }
         if let Some(b) = self.batch_size {
-            config.inference.batch_size = b;
+            demix.batch_size = b;
         }
-        let demix = DemixOptions {
-            chunk_size: config.chunk_size(),
-            num_overlap: config.inference.num_overlap,
-            batch_size: config.inference.batch_size,
-            mode: ChunkMode::Generic,
-        };
-        check_chunking(&demix, config, &name)?;
+        check_chunking(&demix, model.min_chunk(), &name)?;
         Ok(Member {
             name,
             model,
@@ -311,17 +304,16 @@ impl SeparatorBuilder {
 }
 
 /// The chunking must give at least one STFT window per chunk and a step of at least a sample.
-fn check_chunking(demix: &DemixOptions, config: &MsstConfig, model: &Path) -> Result<()> {
+fn check_chunking(demix: &DemixOptions, min_chunk: usize, model: &Path) -> Result<()> {
     if demix.num_overlap == 0 || demix.batch_size == 0 {
         return Err(Error::InvalidChunking(format!(
             "overlap and batch size must be at least 1 (got {} and {})",
             demix.num_overlap, demix.batch_size
         )));
     }
-    let n_fft = config.model.stft_n_fft;
-    if demix.chunk_size < n_fft || demix.chunk_size < demix.num_overlap {
+    if demix.chunk_size < min_chunk || demix.chunk_size < demix.num_overlap {
         return Err(Error::InvalidChunking(format!(
-            "chunk size {} is too small for {} (at least one STFT window, {n_fft} samples)",
+            "chunk size {} is too small for {} (at least one STFT window, {min_chunk} samples)",
             demix.chunk_size,
             model.display()
         )));

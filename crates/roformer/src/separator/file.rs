@@ -244,7 +244,7 @@ impl Separator {
         hooks: &mut Hooks<'_>,
     ) -> Result<()> {
         let member = &self.members[0];
-        let scan = self.scan(input, member.model.config.inference.normalize)?;
+        let scan = self.scan(input, member.model.normalize())?;
         if scan.len == 0 {
             return Err(AudioError::NoSamples {
                 path: input.to_path_buf(),
@@ -297,7 +297,7 @@ impl Separator {
             let mut source =
                 TrackReader::open(input, self.sample_rate, self.channels)?.without_warnings();
             let model = Watched {
-                model: &member.model.network,
+                model: member.model.network(),
                 cancel: hooks.token().cloned(),
             };
             let mut progress = |p: separate::Progress| {

@@ -19,7 +19,7 @@ pub use stems::Stems;
 
 use crate::audio::{to_channels, Audio};
 use crate::error::{Error, Result};
-use crate::loaded_model::LoadedModel;
+use crate::loaded_model::SeparationModel;
 use crate::separate::{
     self, ensemble, separate_track_with_tta, DemixOptions, EnsembleAlgorithm,
     Separator as ChunkModel,
@@ -30,7 +30,7 @@ use crate::separate::{
 struct Member {
     /// The weights file (or the built-in model's name), as errors and descriptions show it.
     name: PathBuf,
-    model: LoadedModel,
+    model: SeparationModel,
     demix: DemixOptions,
     weight: f64,
 }
@@ -121,9 +121,9 @@ impl Separator {
             .iter()
             .map(|m| ModelInfo {
                 name: m.name.clone(),
-                parameters: m.model.parameters,
-                stems: m.model.config.stem_names(),
-                engine: format!("{} ({})", self.device, m.model.engine),
+                parameters: m.model.parameters(),
+                stems: m.model.stem_names(),
+                engine: format!("{} ({})", self.device, m.model.engine()),
             })
             .collect()
     }
@@ -188,7 +188,7 @@ impl Separator {
         let mut outputs = Vec::with_capacity(models);
         for (index, m) in self.members.iter().enumerate() {
             let model = Watched {
-                model: &m.model.network,
+                model: m.model.network(),
                 cancel: hooks.token().cloned(),
             };
             let mut progress = |p: separate::Progress| {
@@ -203,11 +203,11 @@ impl Separator {
                 &model,
                 mix,
                 &m.demix,
-                m.model.config.inference.normalize,
+                m.model.normalize(),
                 self.tta,
                 &mut progress,
             )?;
-            let names = m.model.config.stem_names();
+            let names = m.model.stem_names();
             outputs.push(names.into_iter().zip(separated).collect::<Vec<_>>());
         }
         self.model_stems

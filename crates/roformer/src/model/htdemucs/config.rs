@@ -340,6 +340,8 @@ fn default_channels() -> usize {
 pub struct HtDemucsInference {
     pub num_overlap: usize,
     pub batch_size: usize,
+    /// Mono-mix mean/std normalisation around the model (MSST `inference.normalize`).
+    pub normalize: bool,
 }
 
 impl Default for HtDemucsInference {
@@ -347,6 +349,7 @@ impl Default for HtDemucsInference {
         Self {
             num_overlap: 4,
             batch_size: 1,
+            normalize: false,
         }
     }
 }

@@ -1,0 +1,77 @@
+//! `roformer separate` and `eval` with HT Demucs checkpoints: the MSST fixture separated by the
+//! binary must give MSST's demix output (tests/fixtures/htdemucs, made by
+//! tools/gen_htdemucs_fixtures.py).
+
+mod common;
+
+use common::{p, repo, roformer, stderr};
+
+fn snr_db(reference: &[f32], ours: &[f32]) -> f64 {
+    assert_eq!(reference.len(), ours.len(), "length mismatch");
+    let signal: f64 = reference.iter().map(|&r| (r as f64).powi(2)).sum();
+    let noise: f64 = reference
+        .iter()
+        .zip(ours)
+        .map(|(&r, &o)| (r as f64 - o as f64).powi(2))
+        .sum();
+    10.0 * (signal / noise.max(1e-30)).log10()
+}
+
+#[test]
+fn separate_writes_msst_stems_for_an_msst_checkpoint() {
+    let fixture = repo().join("tests/fixtures/htdemucs/htdemucs_6stem_merge");
+    let out = tempfile::tempdir().unwrap();
+    let o = roformer(&[
+        "separate",
+        p(&fixture.join("mixture.wav")),
+        "--model",
+        p(&fixture.join("model.ckpt")),
+        "--config",
+        p(&fixture.join("config.yaml")),
+        "--pcm",
+        "f32",
+        "-q",
+        "-o",
+        p(out.path()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let reference =
+        roformer::weights::load_state_dict(&fixture.join("reference.safetensors")).unwrap();
+    let theirs = reference.get("separated").unwrap();
+    let stems = ["drums", "bass", "other", "vocals", "guitar", "piano"];
+    for (i, stem) in stems.iter().enumerate() {
+        let file = out.path().join("mixture").join(format!("{stem}.wav"));
+        let ours = roformer::audio::decode_file(&file).unwrap();
+        let ours: Vec<f32> = ours.channels().iter().flatten().copied().collect();
+        let theirs: Vec<f32> = theirs
+            .get(i)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let snr = snr_db(&theirs, &ours);
+        assert!(snr >= 60.0, "{stem}: SNR {snr:.1} dB against MSST");
+    }
+}
+
+#[test]
+fn reduced_precision_is_refused_for_htdemucs_with_a_reason() {
+    let fixture = repo().join("tests/fixtures/htdemucs/htdemucs_4stem");
+    let out = tempfile::tempdir().unwrap();
+    let o = roformer(&[
+        "separate",
+        p(&fixture.join("mixture.wav")),
+        "--model",
+        p(&fixture.join("model.ckpt")),
+        "--config",
+        p(&fixture.join("config.yaml")),
+        "--precision",
+        "int8",
+        "-o",
+        p(out.path()),
+    ]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("HT Demucs runs in f32 only"), "{err}");
+}
