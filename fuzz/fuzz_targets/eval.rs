@@ -34,7 +34,8 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(listing) = roformer::evaluation::list_reference_tracks(&refs) {
         for track in &listing.tracks {
-            let _ = roformer::evaluation::score_track(track, &ests.join(&track.name), flags & 1 == 1);
+            let _ =
+                roformer::evaluation::score_track(track, &ests.join(&track.name), flags & 1 == 1);
         }
     }
 });

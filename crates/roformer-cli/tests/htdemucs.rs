@@ -75,3 +75,44 @@ fn reduced_precision_is_refused_for_htdemucs_with_a_reason() {
     let err = stderr(&o);
     assert!(err.contains("HT Demucs runs in f32 only"), "{err}");
 }
+
+/// A Facebook `.th` package needs no config: it comes from the class's keyword arguments. Its
+/// weights are the MSST checkpoint's rounded to fp16, so the stems stay close to MSST's f32
+/// output (the rounding bounds the agreement), with the same chunking (segment 1 s, 4 chunks).
+#[test]
+fn a_facebook_th_package_separates_without_a_config() {
+    let fixture = repo().join("tests/fixtures/htdemucs/htdemucs_4stem");
+    let out = tempfile::tempdir().unwrap();
+    let o = roformer(&[
+        "separate",
+        p(&fixture.join("mixture.wav")),
+        "--model",
+        p(&fixture.join("model.th")),
+        "--pcm",
+        "f32",
+        "-o",
+        p(out.path()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let reference =
+        roformer::weights::load_state_dict(&fixture.join("reference.safetensors")).unwrap();
+    let theirs = reference.get("separated").unwrap();
+    for (i, stem) in ["drums", "bass", "other", "vocals"].iter().enumerate() {
+        let file = out.path().join("mixture").join(format!("{stem}.wav"));
+        let ours = roformer::audio::decode_file(&file).unwrap();
+        let ours: Vec<f32> = ours.channels().iter().flatten().copied().collect();
+        let theirs: Vec<f32> = theirs
+            .get(i)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let snr = snr_db(&theirs, &ours);
+        println!("{stem}: {snr:.1} dB");
+        assert!(
+            snr >= 50.0,
+            "{stem}: SNR {snr:.1} dB against MSST's f32 model"
+        );
+    }
+}

@@ -10,11 +10,13 @@ use crate::config::MsstConfig;
 use crate::cpu::Precision;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::model::htdemucs::config::MsstHtDemucsConfig;
+use crate::model::htdemucs::config::{HtDemucsInference, HtDemucsTraining, MsstHtDemucsConfig};
 use crate::model::htdemucs::HtDemucs;
 use crate::model::{Network, CONFIG_METADATA_KEY};
 use crate::separate::{ChunkMode, DemixOptions, Separator as ChunkModel};
-use crate::weights::{load_state_dict, StateDict};
+use crate::weights::{
+    load_demucs_package, load_state_dict, DemucsPackage, StateDict, WeightsError,
+};
 
 /// A network with its config, ready to separate.
 #[derive(Debug)]
@@ -96,6 +98,35 @@ impl LoadedHtDemucs {
         Self::from_state_dict(config, load_state_dict(weights)?, device, engine)
     }
 
+    /// A Facebook demucs `.th` package: the config is built from the class's keyword
+    /// arguments (sources, sample rate, segment, layers), with MSST's inference defaults
+    /// (4 overlapping chunks per segment).
+    pub fn from_package(package: DemucsPackage, device: &Device, engine: Engine) -> Result<Self> {
+        const HTDEMUCS: &str = "demucs.htdemucs.HTDemucs";
+        if package.class_name != HTDEMUCS {
+            return Err(Error::Unsupported(format!(
+                "{} holds a {} model; only HT Demucs ({HTDEMUCS}) is supported",
+                package.source().display(),
+                package.class_name
+            )));
+        }
+        let config = MsstHtDemucsConfig {
+            training: HtDemucsTraining {
+                instruments: package.sources()?,
+                segment: package.segment()?,
+                samplerate: package.samplerate()?,
+                channels: package.audio_channels()?,
+            },
+            inference: HtDemucsInference::default(),
+            htdemucs: package.deserialize_kwargs()?,
+        };
+        config.validate().map_err(|message| Error::ConfigInvalid {
+            path: package.source().to_path_buf(),
+            message,
+        })?;
+        Self::from_state_dict(config, package.state, device, engine)
+    }
+
     pub fn from_state_dict(
         config: MsstHtDemucsConfig,
         mut state: StateDict,
@@ -157,6 +188,16 @@ impl SeparationModel {
                 LoadedModel::from_state_dict(config, load_state_dict(weights)?, device, engine)
                     .map(Self::Roformer)
             }
+            None if is_torch_zip(weights) => match load_demucs_package(weights) {
+                Ok(package) => {
+                    LoadedHtDemucs::from_package(package, device, engine).map(Self::HtDemucs)
+                }
+                // A plain state dict: it has no config of its own (the error says so).
+                Err(WeightsError::NotDemucsPackage { .. }) => {
+                    Self::from_embedded_config(load_state_dict(weights)?, device, engine)
+                }
+                Err(e) => Err(e.into()),
+            },
             None => Self::from_embedded_config(load_state_dict(weights)?, device, engine),
         }
     }
@@ -249,6 +290,15 @@ impl SeparationModel {
             Self::HtDemucs(m) => &m.network,
         }
     }
+}
+
+/// Whether `path` starts like a zip archive (`torch.save`'s format), where a demucs package
+/// may be.
+fn is_torch_zip(path: &Path) -> bool {
+    let mut head = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok_and(|()| &head == b"PK\x03\x04")
 }
 
 /// Whether MSST YAML text describes HT Demucs: `model: htdemucs` (MSST's own key for it), a

@@ -282,9 +282,7 @@ fn bss_groups(
     let pos = |name: &str| scored.iter().position(|s| s.stem == name);
     let acc_pair = pos("vocals").zip(pos("instrumental"));
 
-    let run = |members: &[usize],
-               extra: Option<(&Planar, &Planar)>,
-               warnings: &mut Vec<String>| {
+    let run = |members: &[usize], extra: Option<(&Planar, &Planar)>, warnings: &mut Vec<String>| {
         let mut r: Vec<&[Vec<f32>]> = members
             .iter()
             .map(|&i| scored[i].reference.as_slice())

@@ -60,11 +60,17 @@ mod tests {
         let solver = MinNorm::factor(&[1.0, 1.0, 1.0, 1.0], 2).unwrap();
         let mut b = [2.0, 2.0];
         solver.solve_in_place(&mut b);
-        assert!((b[0] - 1.0).abs() < 1e-12 && (b[1] - 1.0).abs() < 1e-12, "{b:?}");
+        assert!(
+            (b[0] - 1.0).abs() < 1e-12 && (b[1] - 1.0).abs() < 1e-12,
+            "{b:?}"
+        );
         // Inconsistent right-hand side [1, 3]: the least-squares fit is x0 + x1 = 2, again [1, 1].
         let mut b = [1.0, 3.0];
         solver.solve_in_place(&mut b);
-        assert!((b[0] - 1.0).abs() < 1e-12 && (b[1] - 1.0).abs() < 1e-12, "{b:?}");
+        assert!(
+            (b[0] - 1.0).abs() < 1e-12 && (b[1] - 1.0).abs() < 1e-12,
+            "{b:?}"
+        );
     }
 
     #[test]
@@ -73,6 +79,9 @@ mod tests {
         let solver = MinNorm::factor(&[2.0, 1.0, 1.0, 3.0], 2).unwrap();
         let mut b = [3.0, 5.0];
         solver.solve_in_place(&mut b);
-        assert!((b[0] - 0.8).abs() < 1e-12 && (b[1] - 1.4).abs() < 1e-12, "{b:?}");
+        assert!(
+            (b[0] - 0.8).abs() < 1e-12 && (b[1] - 1.4).abs() < 1e-12,
+            "{b:?}"
+        );
     }
 }

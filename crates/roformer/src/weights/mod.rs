@@ -3,7 +3,8 @@
 //! [`load_state_dict`] reads every tensor of a checkpoint into CPU memory (floats as `F32`,
 //! integers and bools as `I64`). PyTorch pickles are read by a restricted unpickler that only
 //! rebuilds tensors and plain containers: a checkpoint that asks for anything else (say
-//! `os.system`) is refused, never run.
+//! `os.system`) is refused, never run. Facebook demucs checkpoints (`.th`, the model class,
+//! its constructor arguments and an fp16 state) are read by [`load_demucs_package`].
 //!
 //! Model code then takes its tensors by name, checking shapes, through [`StateDict::take`] or
 //! the prefix-joining [`WeightsView`], and calls [`StateDict::finish`] to reject leftovers:
@@ -15,6 +16,7 @@
 //! sd.finish()?;
 //! ```
 
+mod demucs_package;
 mod pickle;
 mod safetensors_file;
 pub mod save;
@@ -32,6 +34,7 @@ use std::rc::Rc;
 
 use candle_core::Tensor;
 
+pub use demucs_package::{load_demucs_package, DemucsPackage, KwargValue};
 pub use save::save_safetensors;
 pub use synthetic::SplitMix64;
 
@@ -151,6 +154,49 @@ pub enum WeightsError {
         /// The file involved.
         file: PathBuf,
         /// What is wrong.
+        reason: String,
+    },
+
+    /// Not a demucs checkpoint (`serialize_model`'s dict of `klass`, `args`, `kwargs`, `state`).
+    #[error("{} is not a demucs model package: {reason}", .file.display())]
+    NotDemucsPackage {
+        /// The file involved.
+        file: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A demucs checkpoint lacks a constructor argument the model needs.
+    #[error("demucs checkpoint {} has no `{key}` keyword argument", .file.display())]
+    MissingKwarg {
+        /// The file involved.
+        file: PathBuf,
+        /// The argument's name.
+        key: String,
+    },
+
+    /// A constructor argument of a demucs checkpoint has the wrong type or value.
+    #[error(
+        "demucs checkpoint {}: keyword argument `{key}` is {found}, expected {expected}",
+        .file.display()
+    )]
+    KwargType {
+        /// The file involved.
+        file: PathBuf,
+        /// The argument's name.
+        key: String,
+        /// What it should be.
+        expected: String,
+        /// What it is.
+        found: String,
+    },
+
+    /// The constructor arguments of a demucs checkpoint do not fit the model's config.
+    #[error("demucs checkpoint {}: its keyword arguments do not fit: {reason}", .file.display())]
+    KwargsInvalid {
+        /// The file involved.
+        file: PathBuf,
+        /// What is wrong (names the argument).
         reason: String,
     },
 

@@ -2,9 +2,10 @@
 //!
 //! It is a small stack machine over the opcodes `torch.save` emits. It never imports or calls
 //! anything: `GLOBAL`/`STACK_GLOBAL` resolve against a fixed allowlist (tensor rebuilding,
-//! storage classes, dtypes and plain containers) and anything else is refused. Every read is
-//! bounds-checked, containers are freed without recursion, and malformed input is an error,
-//! never a panic.
+//! storage classes, dtypes, plain containers and `fractions.Fraction`) and anything else is
+//! refused. Classes of the `demucs` package, which Facebook's demucs checkpoints name as their
+//! `klass`, are recorded by name but can never be called. Every read is bounds-checked,
+//! containers are freed without recursion, and malformed input is an error, never a panic.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -37,7 +38,7 @@ impl PtDtype {
 }
 
 /// The only globals a checkpoint may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Global {
     RebuildTensorV2,
     RebuildTensor,
@@ -48,6 +49,28 @@ pub(crate) enum Global {
     Size,
     StorageClass(PtDtype),
     Dtype(PtDtype),
+    /// `fractions.Fraction`: demucs keeps its `segment` length as one. Calling it yields a float.
+    Fraction,
+    /// A class of the `demucs` package (a demucs checkpoint's `klass`): a name only, never
+    /// called, built or instantiated.
+    DemucsClass {
+        module: Rc<str>,
+        name: Rc<str>,
+    },
+}
+
+/// Whether `module.name` may be recorded as a demucs class: a `demucs.` submodule and plain
+/// identifiers (so messages and class names stay printable).
+fn is_demucs_class(module: &str, name: &str) -> bool {
+    let ident = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with(|c: char| c.is_ascii_digit())
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    module
+        .strip_prefix("demucs.")
+        .is_some_and(|sub| sub.split('.').all(ident))
+        && ident(name)
 }
 
 fn resolve_global(module: &str, name: &str) -> Option<Global> {
@@ -60,6 +83,11 @@ fn resolve_global(module: &str, name: &str) -> Option<Global> {
         ("collections", "OrderedDict") => Global::OrderedDict,
         ("builtins" | "__builtin__", "set" | "frozenset") => Global::Set,
         ("torch", "Size") => Global::Size,
+        ("fractions", "Fraction") => Global::Fraction,
+        (module, name) if is_demucs_class(module, name) => Global::DemucsClass {
+            module: Rc::from(module),
+            name: Rc::from(name),
+        },
         ("torch", storage) if storage.ends_with("Storage") => {
             let dtype = match storage {
                 "FloatStorage" => F32,
@@ -126,8 +154,7 @@ pub(crate) enum Value {
     Int(i64),
     /// An integer wider than 64 bits (kept opaque).
     BigInt,
-    /// A float (its value is never needed).
-    Float,
+    Float(f64),
     Str(Rc<str>),
     /// A bytes object (its value is never needed).
     Bytes,
@@ -145,7 +172,7 @@ impl Value {
             Value::None => "None",
             Value::Bool(_) => "bool",
             Value::Int(_) | Value::BigInt => "int",
-            Value::Float => "float",
+            Value::Float(_) => "float",
             Value::Str(_) => "str",
             Value::Bytes => "bytes",
             Value::Tuple(_) => "tuple",
@@ -565,6 +592,43 @@ impl<'a> Machine<'a> {
             Global::StorageClass(_) | Global::Dtype(_) => {
                 self.err("a storage class or dtype is called as a function")
             }
+            Global::Fraction => self.fraction(&args),
+            Global::DemucsClass { module, name } => Err(PickleError::Forbidden {
+                module: module.to_string(),
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    /// `Fraction(p, q)`, `Fraction(n)`, `Fraction(x)` or `Fraction('p/q')` as a float: pickles
+    /// store either the pair (Python >= 3.12) or `str(fraction)` (older Pythons).
+    fn fraction(&self, args: &[Value]) -> R<Value> {
+        let number = |v: &Value| match v {
+            Value::Int(i) => Some(*i as f64),
+            Value::Bool(b) => Some(f64::from(u8::from(*b))),
+            Value::Float(f) if f.is_finite() => Some(*f),
+            _ => None,
+        };
+        let value = match args {
+            [Value::Str(s)] => parse_fraction(s),
+            [v] => number(v),
+            [p @ (Value::Int(_) | Value::Bool(_)), q @ (Value::Int(_) | Value::Bool(_))] => {
+                match (number(p), number(q)) {
+                    (Some(p), Some(q)) if q != 0.0 => Some(p / q),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        match value {
+            Some(v) => Ok(Value::Float(v)),
+            None => {
+                let shown: Vec<String> = args.iter().map(describe_arg).collect();
+                self.err(format!(
+                    "Fraction({}) is not a finite rational number",
+                    shown.join(", ")
+                ))
+            }
         }
     }
 
@@ -675,8 +739,9 @@ impl<'a> Machine<'a> {
                     }
                 }
                 b'G' => {
-                    self.bytes(8)?;
-                    self.stack.push(Value::Float);
+                    // BINFLOAT: big-endian IEEE 754.
+                    let v = f64::from_be_bytes(self.array()?);
+                    self.stack.push(Value::Float(v));
                 }
                 b'N' => self.stack.push(Value::None),
                 0x88 => self.stack.push(Value::Bool(true)),
@@ -768,6 +833,13 @@ impl<'a> Machine<'a> {
                     let _state = self.pop()?;
                     match self.top()? {
                         Value::Dict(_) | Value::List(_) | Value::Tensor(_) => {}
+                        // Building a class would set attributes on it: refused like a call.
+                        Value::Global(Global::DemucsClass { module, name }) => {
+                            return Err(PickleError::Forbidden {
+                                module: module.to_string(),
+                                name: name.to_string(),
+                            });
+                        }
                         other => {
                             let kind = other.kind();
                             return self.err(format!("BUILD on a {kind}"));
@@ -787,6 +859,39 @@ impl<'a> Machine<'a> {
                 }
             }
         }
+    }
+}
+
+/// What `Fraction('…')` accepts: `[sign]digits/digits` or a decimal (`7.8`, `1e3`), with
+/// surrounding whitespace. Not infinities or NaN, which Python refuses too.
+fn parse_fraction(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    if let Some((p, q)) = s.split_once('/') {
+        let unsigned = p.strip_prefix(['+', '-']).unwrap_or(p);
+        if !digits(unsigned) || !digits(q) {
+            return None;
+        }
+        let (p, q) = (p.parse::<f64>().ok()?, q.parse::<f64>().ok()?);
+        return (q != 0.0).then_some(p / q);
+    }
+    if !s.bytes().any(|b| b.is_ascii_digit())
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'))
+    {
+        return None;
+    }
+    s.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+/// An argument in a message: its value when short, else its type.
+fn describe_arg(v: &Value) -> String {
+    match v {
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => format!("{f:?}"),
+        Value::Str(s) if s.len() <= 40 => format!("{:?}", &**s),
+        other => format!("<{}>", other.kind()),
     }
 }
 

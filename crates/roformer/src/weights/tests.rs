@@ -2,7 +2,7 @@
 //! `safetensors` output) and over hand-made hostile pickles.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use candle_core::DType;
 
@@ -278,6 +278,16 @@ fn load_pickle(
     pkl: &[u8],
     storages: &[(&str, &[u8])],
 ) -> Result<StateDict, WeightsError> {
+    load_pickle_with(name, pkl, storages, load_state_dict)
+}
+
+/// Like [`load_pickle`], reading the zip with `load`.
+fn load_pickle_with<T>(
+    name: &str,
+    pkl: &[u8],
+    storages: &[(&str, &[u8])],
+    load: impl FnOnce(&Path) -> T,
+) -> T {
     let path = temp_path(name);
     let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
     let opts =
@@ -289,7 +299,7 @@ fn load_pickle(
         zip.write_all(data).unwrap();
     }
     zip.finish().unwrap();
-    let out = load_state_dict(&path);
+    let out = load(&path);
     let _ = std::fs::remove_file(&path);
     out
 }
@@ -477,4 +487,366 @@ fn fuzzed_files_never_panic() {
     }
     let _ = std::fs::remove_file(&path);
     assert!(loaded < 200);
+}
+
+// ---- demucs packages: `fractions.Fraction` and `demucs.*` class globals ---------------------
+
+/// A BINUNICODE string.
+fn pkl_str(s: &str) -> Vec<u8> {
+    let mut out = vec![b'X'];
+    out.extend((s.len() as u32).to_le_bytes());
+    out.extend(s.as_bytes());
+    out
+}
+
+/// Unpickles `body` (after PROTO 2, before STOP) down to a float, or the message of the error.
+fn unpickle_float(body: &[u8]) -> Result<f64, String> {
+    let mut pkl = b"\x80\x02".to_vec();
+    pkl.extend(body);
+    pkl.push(b'.');
+    match pickle::unpickle(&pkl, |v| match v {
+        pickle::Value::Float(f) => Ok(*f),
+        other => Err(format!("a {}", other.kind())),
+    }) {
+        Ok(out) => out,
+        Err(pickle::PickleError::Malformed { msg, .. }) => Err(msg),
+        Err(e) => Err(format!("{e:?}")),
+    }
+}
+
+const FRACTION: &[u8] = b"cfractions\nFraction\n";
+
+fn fraction_of(args: &[u8]) -> Result<f64, String> {
+    let mut body = FRACTION.to_vec();
+    body.extend(args);
+    body.push(b'R');
+    unpickle_float(&body)
+}
+
+#[test]
+fn fraction_reduces_to_a_float() {
+    // The pair (Python >= 3.12's __reduce__), and str(fraction) (older Pythons).
+    assert_eq!(fraction_of(b"K\x27K\x05\x86"), Ok(7.8));
+    assert_eq!(fraction_of(b"J\xd9\xff\xff\xffK\x05\x86"), Ok(-7.8));
+    for (text, want) in [
+        ("39/5", 7.8),
+        (" -39/5 ", -7.8),
+        ("10", 10.0),
+        ("7.8", 7.8),
+        ("1e3", 1000.0),
+    ] {
+        let mut args = pkl_str(text);
+        args.push(0x85);
+        assert_eq!(fraction_of(&args), Ok(want), "{text}");
+    }
+    assert_eq!(fraction_of(b"K\x03\x85"), Ok(3.0));
+    // Not rational numbers.
+    for args in [
+        &b"K\x01K\x00\x86"[..],
+        b"X\x03\x00\x00\x001/0\x85",
+        b"X\x03\x00\x00\x00inf\x85",
+        b"X\x04\x00\x00\x001 /2\x85",
+        b"X\x03\x00\x00\x00abc\x85",
+        b"N\x85",
+        b")",
+        b"K\x01K\x02K\x03\x87",
+    ] {
+        let e = fraction_of(args).unwrap_err();
+        assert!(e.contains("is not a finite rational number"), "{e}");
+    }
+}
+
+#[test]
+fn demucs_classes_are_names_never_called() {
+    // REDUCE, NEWOBJ and BUILD on the class are refused as calls, naming it.
+    for (file, tail) in [
+        ("reduce.th", &b")R."[..]),
+        ("newobj.th", b")\x81."),
+        ("build.th", b"}b."),
+    ] {
+        let mut pkl = b"\x80\x02cdemucs.htdemucs\nHTDemucs\n".to_vec();
+        pkl.extend(tail);
+        let e = load_pickle(file, &pkl, &[]).unwrap_err();
+        match &e {
+            WeightsError::ForbiddenGlobal { module, name, .. } => {
+                assert_eq!(
+                    (module.as_str(), name.as_str()),
+                    ("demucs.htdemucs", "HTDemucs")
+                )
+            }
+            other => panic!("{file}: {other}"),
+        }
+        assert!(
+            e.to_string().contains("`demucs.htdemucs.HTDemucs`"),
+            "{file}: {e}"
+        );
+    }
+    // Other modules stay refused, with the same message as before.
+    for (global, shown) in [
+        (&b"cos\nsystem\n"[..], "`os.system`"),
+        (b"cdemucs\nHTDemucs\n", "`demucs.HTDemucs`"),
+        (
+            b"cdemucsx.htdemucs\nHTDemucs\n",
+            "`demucsx.htdemucs.HTDemucs`",
+        ),
+        (b"cdemucs..x\nHTDemucs\n", "`demucs..x.HTDemucs`"),
+        (b"cfractions\nGcd\n", "`fractions.Gcd`"),
+    ] {
+        let mut pkl = b"\x80\x02".to_vec();
+        pkl.extend(global);
+        pkl.extend(b")R.");
+        let e = load_pickle("evil.th", &pkl, &[]).unwrap_err();
+        assert!(matches!(e, WeightsError::ForbiddenGlobal { .. }), "{e}");
+        let e = e.to_string();
+        assert!(
+            e.contains(shown) && e.contains("only tensor rebuilding and plain containers"),
+            "{e}"
+        );
+    }
+}
+
+/// `serialize_model`'s dict around `kwargs` (SETITEMS body) and a one-tensor state:
+/// `{'klass': HTDemucs, 'args': (), 'kwargs': {..}, 'state': {'w': tensor(2)}}`.
+fn package_pickle(kwargs: &[u8]) -> Vec<u8> {
+    let mut p = b"\x80\x02}(".to_vec();
+    p.extend(pkl_str("klass"));
+    p.extend(b"cdemucs.htdemucs\nHTDemucs\n");
+    p.extend(pkl_str("args"));
+    p.push(b')');
+    p.extend(pkl_str("kwargs"));
+    p.extend(b"}(");
+    p.extend(kwargs);
+    p.push(b'u');
+    p.extend(pkl_str("state"));
+    let state = tensor_pickle(2, 0, &[2], &[1]);
+    p.extend(&state[2..state.len() - 1]);
+    p.extend(b"u.");
+    p
+}
+
+fn load_package(name: &str, kwargs: &[u8]) -> Result<DemucsPackage, WeightsError> {
+    let storage = f32_bytes(&[1.5, -2.0]);
+    load_pickle_with(
+        name,
+        &package_pickle(kwargs),
+        &[("0", &storage)],
+        load_demucs_package,
+    )
+}
+
+fn kw(key: &str, value: &[u8]) -> Vec<u8> {
+    let mut out = pkl_str(key);
+    out.extend(value);
+    out
+}
+
+#[test]
+fn hand_made_demucs_package() {
+    let mut kwargs = kw("sources", b"](");
+    kwargs.extend(pkl_str("drums"));
+    kwargs.extend(pkl_str("bass"));
+    kwargs.push(b'e');
+    kwargs.extend(kw("samplerate", b"MD\xac"));
+    kwargs.extend(kw("audio_channels", b"K\x02"));
+    kwargs.extend(kw("segment", &[FRACTION, b"K\x27K\x05\x86R"].concat()));
+    kwargs.extend(kw("t_emb", &pkl_str("sin")));
+    kwargs.extend(kw("freq_emb", b"G\x3f\xc9\x99\x99\x99\x99\x99\x9a"));
+    kwargs.extend(kw("channels_time", b"N"));
+    kwargs.extend(kw("cac", b"\x88"));
+    kwargs.extend(kw("multi_freqs", b"]"));
+    kwargs.extend(kw("pair", b"K\x01K\x02\x86"));
+    let pkg = load_package("package.th", &kwargs).unwrap();
+    assert_eq!(pkg.class_name, "demucs.htdemucs.HTDemucs");
+    assert!(pkg.args.is_empty());
+    assert_eq!(pkg.sources().unwrap(), ["drums", "bass"]);
+    assert_eq!(pkg.samplerate().unwrap(), 44100);
+    assert_eq!(pkg.audio_channels().unwrap(), 2);
+    assert_eq!(pkg.segment().unwrap(), 7.8);
+    assert_eq!(pkg.kwarg("freq_emb"), Some(&KwargValue::Float(0.2)));
+    assert_eq!(
+        pkg.kwarg("pair"),
+        Some(&KwargValue::List(vec![
+            KwargValue::Int(1),
+            KwargValue::Int(2)
+        ]))
+    );
+    assert_eq!(pkg.state.keys().collect::<Vec<_>>(), ["w"]);
+    assert_eq!(f32s(&pkg.state, "w"), [1.5, -2.0]);
+    assert_eq!(
+        pkg.to_yaml(),
+        "audio_channels: 2\ncac: true\nchannels_time: null\nfreq_emb: 0.2\n\
+         multi_freqs: []\npair: [1, 2]\nsamplerate: 44100\nsegment: 7.8\n\
+         sources: [\"drums\", \"bass\"]\nt_emb: \"sin\"\n"
+    );
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    struct Config {
+        sources: Vec<String>,
+        samplerate: u32,
+        segment: f64,
+        channels_time: Option<usize>,
+        t_emb: String,
+        freq_emb: f32,
+        multi_freqs: Vec<f64>,
+        pair: (u8, u8),
+        #[serde(default)]
+        absent: Option<bool>,
+    }
+    let want = Config {
+        sources: vec!["drums".into(), "bass".into()],
+        samplerate: 44100,
+        segment: 7.8,
+        channels_time: None,
+        t_emb: "sin".into(),
+        freq_emb: 0.2,
+        multi_freqs: vec![],
+        pair: (1, 2),
+        absent: None,
+    };
+    assert_eq!(pkg.deserialize_kwargs::<Config>().unwrap(), want);
+    assert_eq!(
+        serde_saphyr::from_str::<Config>(&pkg.to_yaml()).unwrap(),
+        want
+    );
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Wrong {
+        t_emb: usize,
+    }
+    let e = pkg.deserialize_kwargs::<Wrong>().unwrap_err();
+    assert!(matches!(e, WeightsError::KwargsInvalid { .. }), "{e}");
+    let e = e.to_string();
+    assert!(
+        e.contains("package.th") && e.contains("`t_emb`") && e.contains("\"sin\""),
+        "{e}"
+    );
+
+    // load_state_dict reads the same file as a plain state dict (under `state`).
+    let sd = load_pickle(
+        "package.th",
+        &package_pickle(&kwargs),
+        &[("0", &f32_bytes(&[1.5, -2.0]))],
+    )
+    .unwrap();
+    assert_eq!(f32s(&sd, "w"), [1.5, -2.0]);
+}
+
+#[test]
+fn demucs_package_errors_name_file_and_key() {
+    let mut kwargs = kw("sources", b"](K\x01e");
+    kwargs.extend(kw("samplerate", &pkl_str("44100")));
+    kwargs.extend(kw("segment", b"K\x00"));
+    kwargs.extend(kw("blob", b"C\x02ab"));
+    let pkg = load_package("bad_kwargs.th", &kwargs).unwrap();
+    assert_eq!(
+        pkg.kwarg("blob"),
+        Some(&KwargValue::Other("a bytes".into()))
+    );
+    let e = pkg.sources().unwrap_err();
+    assert!(matches!(e, WeightsError::KwargType { .. }), "{e}");
+    let e = e.to_string();
+    assert!(
+        e.contains("bad_kwargs.th") && e.contains("`sources` is int 1"),
+        "{e}"
+    );
+    let e = pkg.samplerate().unwrap_err().to_string();
+    assert!(
+        e.contains("`samplerate` is str \"44100\", expected a positive int"),
+        "{e}"
+    );
+    let e = pkg.segment().unwrap_err().to_string();
+    assert!(e.contains("`segment` is int 0"), "{e}");
+    let e = pkg.audio_channels().unwrap_err();
+    match &e {
+        WeightsError::MissingKwarg { key, file } => {
+            assert_eq!(key, "audio_channels");
+            assert!(file.ends_with("bad_kwargs.th"));
+        }
+        other => panic!("{other}"),
+    }
+    // An unused `Other` value does not fail deserialization, a used one does.
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Blob {
+        blob: Vec<u8>,
+    }
+    let e = pkg.deserialize_kwargs::<Blob>().unwrap_err().to_string();
+    assert!(e.contains("`blob`: a bytes is not a plain value"), "{e}");
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Segment {
+        segment: u32,
+    }
+    pkg.deserialize_kwargs::<Segment>().unwrap();
+
+    // Not a package: a plain state dict, a package without kwargs or with a quantized state.
+    let e = load_demucs_package(&fixture("plain.pt")).unwrap_err();
+    assert!(matches!(e, WeightsError::NotDemucsPackage { .. }), "{e}");
+    assert!(e.to_string().contains("no `klass` entry"), "{e}");
+    let mut pkl = b"\x80\x02}(".to_vec();
+    pkl.extend(pkl_str("klass"));
+    pkl.extend(b"cdemucs.demucs\nDemucs\n");
+    pkl.extend(pkl_str("state"));
+    pkl.extend(b"}u.");
+    let e = load_pickle_with("nokwargs.th", &pkl, &[], load_demucs_package).unwrap_err();
+    assert!(e.to_string().contains("no `kwargs` entry"), "{e}");
+    let mut pkl = b"\x80\x02}(".to_vec();
+    pkl.extend(pkl_str("klass"));
+    pkl.extend(b"cdemucs.demucs\nDemucs\n");
+    pkl.extend(pkl_str("kwargs"));
+    pkl.push(b'}');
+    pkl.extend(pkl_str("state"));
+    pkl.push(b'}');
+    pkl.extend(pkl_str("__quantized"));
+    pkl.extend(b"]su.");
+    let e = load_pickle_with("quantized.th", &pkl, &[], load_demucs_package).unwrap_err();
+    assert!(e.to_string().contains("quantized (diffq)"), "{e}");
+}
+
+#[test]
+fn shared_kwargs_cannot_blow_up() {
+    // Pairs of the previous pair, 24 deep through the memo: 2^24 values if expanded.
+    let mut value = b"]q\x00".to_vec();
+    for i in 1..=24u8 {
+        // The pair on the stack and its memo copy make the next pair.
+        value.extend([b'h', i - 1, 0x86, b'q', i]);
+    }
+    let e = load_package("blowup.th", &kw("x", &value)).unwrap_err();
+    assert!(matches!(e, WeightsError::NotDemucsPackage { .. }), "{e}");
+    assert!(e.to_string().contains("more than 100000 values"), "{e}");
+    // A list that contains itself.
+    let e = load_package("cyclic.th", &kw("x", b"]q\x00h\x00a")).unwrap_err();
+    assert!(e.to_string().contains("deeper than"), "{e}");
+}
+
+#[test]
+fn fuzzed_demucs_package_never_panics() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/htdemucs/htdemucs_4stem/model.th");
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut pkl = Vec::new();
+    zip.by_name("model/data.pkl")
+        .unwrap()
+        .read_to_end(&mut pkl)
+        .unwrap();
+    let select = |v: &pickle::Value| demucs_package::select_package(v).map(|_| ());
+    assert_eq!(pickle::unpickle(&pkl, select).ok(), Some(Ok(())));
+    // Truncations inside the klass/kwargs part, and random byte changes anywhere.
+    for n in 0..1600.min(pkl.len()) {
+        let _ = pickle::unpickle(&pkl[..n], select);
+    }
+    let mut rng = Lcg(13);
+    for _ in 0..1000 {
+        let mut p = pkl.clone();
+        for _ in 0..1 + rng.next() % 4 {
+            // Mostly the kwargs (the first 1.5 KB), sometimes the state.
+            let i = if rng.next().is_multiple_of(4) {
+                rng.next() % p.len()
+            } else {
+                rng.next() % 1600.min(p.len())
+            };
+            p[i] = rng.next() as u8;
+        }
+        let _ = pickle::unpickle(&p, select);
+    }
 }

@@ -21,7 +21,27 @@ const MAX_WRAPPER_DEPTH: usize = 8;
 /// when the storage is smaller.
 const MAX_EXPANDED_NUMEL: usize = 1 << 24;
 
+/// The tensors a selector picks from the unpickled object, by name.
+pub(super) type Entries = Vec<(String, Rc<TensorRef>)>;
+
 pub(super) fn load(path: &Path) -> Result<BTreeMap<String, Tensor>, WeightsError> {
+    let (tensors, ()) = load_with(path, |top| {
+        select_tensors(top)
+            .map(|entries| (entries, ()))
+            .map_err(|reason| WeightsError::NoStateDict {
+                file: path.to_path_buf(),
+                reason,
+            })
+    })?;
+    Ok(tensors)
+}
+
+/// Reads a torch zip whose tensors `select` picks out of the unpickled object, along with
+/// whatever else it extracts from it. The storages are read only once `select` succeeds.
+pub(super) fn load_with<T>(
+    path: &Path,
+    select: impl FnOnce(&Value) -> Result<(Entries, T), WeightsError>,
+) -> Result<(BTreeMap<String, Tensor>, T), WeightsError> {
     let file = path.to_path_buf();
     let f = File::open(path).map_err(|source| WeightsError::Io {
         file: file.clone(),
@@ -60,7 +80,7 @@ pub(super) fn load(path: &Path) -> Result<BTreeMap<String, Tensor>, WeightsError
     }
 
     let pkl = read_entry(&mut zip, &pkl_name, None, MAX_PICKLE_BYTES).map_err(corrupt)?;
-    let picked = pickle::unpickle(&pkl, select_tensors).map_err(|e| match e {
+    let picked = pickle::unpickle(&pkl, select).map_err(|e| match e {
         PickleError::Forbidden { module, name } => WeightsError::ForbiddenGlobal {
             file: file.clone(),
             module,
@@ -78,10 +98,7 @@ pub(super) fn load(path: &Path) -> Result<BTreeMap<String, Tensor>, WeightsError
             reason: msg,
         },
     })?;
-    let entries = picked.map_err(|reason| WeightsError::NoStateDict {
-        file: file.clone(),
-        reason,
-    })?;
+    let (entries, extracted) = picked?;
 
     // Read each storage once and cut every tensor that views it out of it.
     let mut by_storage: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -133,7 +150,7 @@ pub(super) fn load(path: &Path) -> Result<BTreeMap<String, Tensor>, WeightsError
             tensors.insert(name, t);
         }
     }
-    Ok(tensors)
+    Ok((tensors, extracted))
 }
 
 /// Reads one archive entry whole. `expected`: the size it must have; `limit`: the most to read.
@@ -174,7 +191,7 @@ fn read_entry<R: Read + Seek>(
 
 /// Finds the state dict in the unpickled object: either the object itself or a dict nested
 /// under a wrapper key. Returns its tensor entries (non-tensor entries are skipped).
-fn select_tensors(top: &Value) -> Result<Vec<(String, Rc<TensorRef>)>, String> {
+fn select_tensors(top: &Value) -> Result<Entries, String> {
     if let Some(entries) = find_state_dict(top, 0) {
         return Ok(entries);
     }
@@ -204,7 +221,7 @@ fn select_tensors(top: &Value) -> Result<Vec<(String, Rc<TensorRef>)>, String> {
     })
 }
 
-fn find_state_dict(v: &Value, depth: usize) -> Option<Vec<(String, Rc<TensorRef>)>> {
+pub(super) fn find_state_dict(v: &Value, depth: usize) -> Option<Entries> {
     if depth > MAX_WRAPPER_DEPTH {
         return None;
     }

@@ -149,7 +149,9 @@ impl HtDemucsConfig {
             return unsupported("sparse attention");
         }
         if self.t_norm_in_group || self.t_group_norm {
-            return unsupported("group norms inside the transformer (t_norm_in_group, t_group_norm)");
+            return unsupported(
+                "group norms inside the transformer (t_norm_in_group, t_group_norm)",
+            );
         }
         if self.dconv_depth <= 0 {
             return unsupported("dconv_depth <= 0");
@@ -362,29 +364,26 @@ impl MsstHtDemucsConfig {
             path: origin.to_path_buf(),
             message: e.to_string(),
         })?;
-        let invalid = |message: String| Error::ConfigInvalid {
+        config.validate().map_err(|message| Error::ConfigInvalid {
             path: origin.to_path_buf(),
             message,
-        };
-        let t = &config.training;
+        })?;
+        Ok(config)
+    }
+
+    /// What inference needs to hold; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let t = &self.training;
         if t.instruments.is_empty() {
-            return Err(invalid("training.instruments is empty".into()));
+            return Err("training.instruments is empty".into());
         }
         if !t.segment.is_finite() || t.segment <= 0.0 || t.samplerate == 0 {
-            return Err(invalid(
-                "training.segment and training.samplerate must be positive".into(),
-            ));
+            return Err("training.segment and training.samplerate must be positive".into());
         }
-        if config.inference.num_overlap == 0 || config.inference.batch_size == 0 {
-            return Err(invalid(
-                "inference.num_overlap and inference.batch_size must be positive".into(),
-            ));
+        if self.inference.num_overlap == 0 || self.inference.batch_size == 0 {
+            return Err("inference.num_overlap and inference.batch_size must be positive".into());
         }
-        config
-            .htdemucs
-            .validate(t.instruments.len(), t.channels)
-            .map_err(invalid)?;
-        Ok(config)
+        self.htdemucs.validate(t.instruments.len(), t.channels)
     }
 
     /// Samples per chunk: `samplerate * segment` (MSST's "demucs" mode).

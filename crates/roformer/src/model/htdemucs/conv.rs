@@ -43,7 +43,16 @@ impl Conv {
         device: &Device,
     ) -> Result<Self> {
         let weight = vb.take("weight", &[cout, cin, k])?.to_device(device)?;
-        Self::with_bias(vb, weight, cout, Axis::Time, stride, padding, dilation, device)
+        Self::with_bias(
+            vb,
+            weight,
+            cout,
+            Axis::Time,
+            stride,
+            padding,
+            dilation,
+            device,
+        )
     }
 
     /// `nn.Conv2d(cin, cout, [k, 1], [stride, 1], [padding, 0])`.
@@ -211,10 +220,15 @@ impl ConvTranspose {
 /// row of `[b * t, c, f]`.
 fn along_freq(x: &Tensor, op: impl Fn(&Tensor) -> CResult<Tensor>) -> CResult<Tensor> {
     let (b, c, f, t) = x.dims4()?;
-    let rows = x.permute((0, 3, 1, 2))?.contiguous()?.reshape((b * t, c, f))?;
+    let rows = x
+        .permute((0, 3, 1, 2))?
+        .contiguous()?
+        .reshape((b * t, c, f))?;
     let y = op(&rows)?;
     let (_, cout, fout) = y.dims3()?;
-    y.reshape((b, t, cout, fout))?.permute((0, 2, 3, 1))?.contiguous()
+    y.reshape((b, t, cout, fout))?
+        .permute((0, 2, 3, 1))?
+        .contiguous()
 }
 
 /// `y + bias` with the bias on axis 1.

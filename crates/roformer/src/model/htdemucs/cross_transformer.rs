@@ -50,7 +50,9 @@ struct MultiheadAttention {
 
 impl MultiheadAttention {
     fn load(vb: &mut WeightsView<'_>, dim: usize, heads: usize, device: &Device) -> Result<Self> {
-        let w = vb.take("in_proj_weight", &[3 * dim, dim])?.to_device(device)?;
+        let w = vb
+            .take("in_proj_weight", &[3 * dim, dim])?
+            .to_device(device)?;
         let b = vb.take("in_proj_bias", &[3 * dim])?.to_device(device)?;
         let part = |i: usize| -> Result<Linear> {
             Ok(Linear {
@@ -86,12 +88,20 @@ impl MultiheadAttention {
         let mut start = 0;
         while start < h {
             let len = slice.min(h - start);
-            let (q, k, v) = (q.narrow(1, start, len)?, k.narrow(1, start, len)?, v.narrow(1, start, len)?);
-            let scores = q.contiguous()?.matmul(&k.contiguous()?.transpose(2, 3)?.contiguous()?)?;
+            let (q, k, v) = (
+                q.narrow(1, start, len)?,
+                k.narrow(1, start, len)?,
+                v.narrow(1, start, len)?,
+            );
+            let scores = q
+                .contiguous()?
+                .matmul(&k.contiguous()?.transpose(2, 3)?.contiguous()?)?;
             outs.push(softmax_last_dim(&scores)?.matmul(&v.contiguous()?)?);
             start += len;
         }
-        let o = Tensor::cat(&outs, 1)?.transpose(1, 2)?.reshape((b, n, dim))?;
+        let o = Tensor::cat(&outs, 1)?
+            .transpose(1, 2)?
+            .reshape((b, n, dim))?;
         self.out.forward(&o)
     }
 }
@@ -183,7 +193,9 @@ impl Layer {
             let ff_norm = self.norm3.as_ref().unwrap_or(&self.norm2);
             let x = (&x + self.scaled(self.feed_forward(&ff_norm.forward(&x)?)?, 1)?)?;
             match &self.norm_out {
-                Some(n) => n.forward(&x.transpose(1, 2)?.contiguous()?)?.transpose(1, 2),
+                Some(n) => n
+                    .forward(&x.transpose(1, 2)?.contiguous()?)?
+                    .transpose(1, 2),
                 None => Ok(x),
             }
         } else {
@@ -252,9 +264,15 @@ impl CrossTransformer {
         let device = x.device();
         // "b c fr t1 -> b (t1 fr) c"
         let tokens = |x: &Tensor| -> CResult<Tensor> {
-            x.permute((0, 3, 2, 1))?.contiguous()?.reshape((b, t1 * fr, c))
+            x.permute((0, 3, 2, 1))?
+                .contiguous()?
+                .reshape((b, t1 * fr, c))
         };
-        let pos_2d = Tensor::from_vec(sin_embedding_2d(c, fr, t1, self.max_period), (1, c, fr, t1), device)?;
+        let pos_2d = Tensor::from_vec(
+            sin_embedding_2d(c, fr, t1, self.max_period),
+            (1, c, fr, t1),
+            device,
+        )?;
         let pos_2d = (tokens(&pos_2d.broadcast_as((b, c, fr, t1))?)? * self.weight_pos_embed)?;
         let pos_t = Tensor::from_vec(sin_embedding(t2, c, self.max_period), (1, t2, c), device)?;
         let pos_t = (pos_t * self.weight_pos_embed)?;
@@ -276,7 +294,10 @@ impl CrossTransformer {
                 xt = layer_t.forward(&xt, Some(&old_x))?;
             }
         }
-        let x = x.reshape((b, t1, fr, c))?.permute((0, 3, 2, 1))?.contiguous()?;
+        let x = x
+            .reshape((b, t1, fr, c))?
+            .permute((0, 3, 2, 1))?
+            .contiguous()?;
         let xt = xt.transpose(1, 2)?.contiguous()?;
         Ok((x, xt))
     }

@@ -78,7 +78,10 @@ impl DConv {
     /// On `[b, c, f, t]`: every frequency is its own sequence, as `HEncLayer` runs it.
     pub fn forward_freq(&self, y: &Tensor) -> CResult<Tensor> {
         let (b, c, f, t) = y.dims4()?;
-        let rows = y.permute((0, 2, 1, 3))?.contiguous()?.reshape((b * f, c, t))?;
+        let rows = y
+            .permute((0, 2, 1, 3))?
+            .contiguous()?
+            .reshape((b * f, c, t))?;
         self.forward(&rows)?
             .reshape((b, f, c, t))?
             .permute((0, 2, 1, 3))?

@@ -77,9 +77,25 @@ impl DecoderLayer {
             let rewrite = if config.rewrite {
                 let ctx = config.context;
                 let conv = if freq {
-                    Conv::square(&mut vb.pp("rewrite"), cin, 2 * cin, 1 + 2 * ctx, ctx, device)?
+                    Conv::square(
+                        &mut vb.pp("rewrite"),
+                        cin,
+                        2 * cin,
+                        1 + 2 * ctx,
+                        ctx,
+                        device,
+                    )?
                 } else {
-                    Conv::time(&mut vb.pp("rewrite"), cin, 2 * cin, 1 + 2 * ctx, 1, ctx, 1, device)?
+                    Conv::time(
+                        &mut vb.pp("rewrite"),
+                        cin,
+                        2 * cin,
+                        1 + 2 * ctx,
+                        1,
+                        ctx,
+                        1,
+                        device,
+                    )?
                 };
                 Some((conv, norm(&mut vb.pp("norm1"), 2 * cin)?))
             } else {

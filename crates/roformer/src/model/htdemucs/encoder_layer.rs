@@ -61,7 +61,16 @@ impl EncoderLayer {
         let conv = if freq {
             Conv::freq(&mut vb.pp("conv"), cin, cout, kernel, stride, pad, device)?
         } else {
-            Conv::time(&mut vb.pp("conv"), cin, cout, kernel, stride, pad, 1, device)?
+            Conv::time(
+                &mut vb.pp("conv"),
+                cin,
+                cout,
+                kernel,
+                stride,
+                pad,
+                1,
+                device,
+            )?
         };
         if spec.empty {
             return Ok(Self {
@@ -80,9 +89,25 @@ impl EncoderLayer {
         let rewrite = if config.rewrite {
             let ctx = config.context_enc;
             let conv = if freq {
-                Conv::square(&mut vb.pp("rewrite"), cout, 2 * cout, 1 + 2 * ctx, ctx, device)?
+                Conv::square(
+                    &mut vb.pp("rewrite"),
+                    cout,
+                    2 * cout,
+                    1 + 2 * ctx,
+                    ctx,
+                    device,
+                )?
             } else {
-                Conv::time(&mut vb.pp("rewrite"), cout, 2 * cout, 1 + 2 * ctx, 1, ctx, 1, device)?
+                Conv::time(
+                    &mut vb.pp("rewrite"),
+                    cout,
+                    2 * cout,
+                    1 + 2 * ctx,
+                    1,
+                    ctx,
+                    1,
+                    device,
+                )?
             };
             Some((conv, norm(&mut vb.pp("norm2"), 2 * cout)?))
         } else {

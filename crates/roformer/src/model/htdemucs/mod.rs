@@ -83,7 +83,12 @@ impl HtDemucs {
                 empty: false,
                 dconv: config.dconv_mode & 1 != 0,
             };
-            encoder.push(EncoderLayer::load(&mut vb.pp("encoder").pp(index), enc, config, device)?);
+            encoder.push(EncoderLayer::load(
+                &mut vb.pp("encoder").pp(index),
+                enc,
+                config,
+                device,
+            )?);
             let tenc = EncoderSpec {
                 freq: false,
                 cin: l.chin_t,
@@ -94,7 +99,12 @@ impl HtDemucs {
                 empty: l.last_freq,
                 ..enc
             };
-            tencoder.push(EncoderLayer::load(&mut vb.pp("tencoder").pp(index), tenc, config, device)?);
+            tencoder.push(EncoderLayer::load(
+                &mut vb.pp("tencoder").pp(index),
+                tenc,
+                config,
+                device,
+            )?);
             // The decoders are stored innermost first.
             let dec = DecoderSpec {
                 freq: true,
@@ -135,7 +145,10 @@ impl HtDemucs {
         tdecoder.reverse();
         let freq_emb = if config.freq_emb != 0.0 {
             let (rows, c) = (config.freq_emb_rows(), plan[0].chout_z);
-            let w = vb.pp("freq_emb").pp("embedding").take("weight", &[rows, c])?;
+            let w = vb
+                .pp("freq_emb")
+                .pp("embedding")
+                .take("weight", &[rows, c])?;
             // torch: `x + freq_emb_scale * (embedding(frs) * scale)`, in that order.
             let emb = ((w * config.emb_scale)? * config.freq_emb)?;
             Some(emb.t()?.reshape((1, c, rows, 1))?.to_device(device)?)
@@ -235,9 +248,13 @@ impl HtDemucs {
         let (b, _, fq, t) = z.dims4()?;
         let len = mix.dim(2)?;
         let (mean, std) = mean_std(z)?;
-        let mut x = z.broadcast_sub(&mean)?.broadcast_div(&(std.clone() + 1e-5)?)?;
+        let mut x = z
+            .broadcast_sub(&mean)?
+            .broadcast_div(&(std.clone() + 1e-5)?)?;
         let (meant, stdt) = mean_std(mix)?;
-        let mut xt = mix.broadcast_sub(&meant)?.broadcast_div(&(stdt.clone() + 1e-5)?)?;
+        let mut xt = mix
+            .broadcast_sub(&meant)?
+            .broadcast_div(&(stdt.clone() + 1e-5)?)?;
 
         let mut saved = Vec::new();
         let mut saved_t = Vec::new();

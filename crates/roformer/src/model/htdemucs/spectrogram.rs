@@ -62,7 +62,13 @@ impl Spectro {
 
     /// `_ispec(_mask(z, m), length)` of one stem: `cac: [c * 2][freqs][frames]` back to
     /// `[c][length]`, appended to `out`.
-    pub fn inverse(&self, cac: &[f32], channels: usize, length: usize, out: &mut Vec<f32>) -> Result<()> {
+    pub fn inverse(
+        &self,
+        cac: &[f32],
+        channels: usize,
+        length: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         let fr = self.freqs();
         let frames = cac.len() / (channels * 2 * fr);
         let bins = fr + 1;
