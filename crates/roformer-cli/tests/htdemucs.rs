@@ -116,3 +116,31 @@ fn a_facebook_th_package_separates_without_a_config() {
         );
     }
 }
+
+/// `convert` writes a `.th` package as one safetensors file with its config: separating with
+/// it gives the bytes separating with the package gives.
+#[test]
+fn a_converted_package_separates_like_the_package() {
+    let fixture = repo().join("tests/fixtures/htdemucs/htdemucs_4stem");
+    let scratch = tempfile::tempdir().unwrap();
+    let converted = scratch.path().join("htdemucs.safetensors");
+    let o = roformer(&["convert", p(&fixture.join("model.th")), "-o", p(&converted)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let separate = |model: &std::path::Path, out: &std::path::Path| {
+        let o = roformer(&[
+            "separate",
+            p(&fixture.join("mixture.wav")),
+            "--model",
+            p(model),
+            "-q",
+            "-o",
+            p(out),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        common::tree_bytes(out)
+    };
+    let from_package = separate(&fixture.join("model.th"), &scratch.path().join("a"));
+    let from_converted = separate(&converted, &scratch.path().join("b"));
+    assert_eq!(from_package.len(), 4);
+    assert_eq!(from_package, from_converted);
+}

@@ -87,43 +87,9 @@ pub struct LoadedHtDemucs {
 }
 
 impl LoadedHtDemucs {
-    /// Reads an MSST state dict (`.ckpt`, also nested under `state`/`state_dict`/...) with its
-    /// MSST YAML config.
-    pub fn open(weights: &Path, config: &Path, device: &Device, engine: Engine) -> Result<Self> {
-        let text = std::fs::read_to_string(config).map_err(|source| Error::ConfigIo {
-            path: config.to_path_buf(),
-            source,
-        })?;
-        let config = MsstHtDemucsConfig::from_yaml(&text, config)?;
-        Self::from_state_dict(config, load_state_dict(weights)?, device, engine)
-    }
-
-    /// A Facebook demucs `.th` package: the config is built from the class's keyword
-    /// arguments (sources, sample rate, segment, layers), with MSST's inference defaults
-    /// (4 overlapping chunks per segment).
+    /// A Facebook demucs `.th` package, with [`config_from_package`].
     pub fn from_package(package: DemucsPackage, device: &Device, engine: Engine) -> Result<Self> {
-        const HTDEMUCS: &str = "demucs.htdemucs.HTDemucs";
-        if package.class_name != HTDEMUCS {
-            return Err(Error::Unsupported(format!(
-                "{} holds a {} model; only HT Demucs ({HTDEMUCS}) is supported",
-                package.source().display(),
-                package.class_name
-            )));
-        }
-        let config = MsstHtDemucsConfig {
-            training: HtDemucsTraining {
-                instruments: package.sources()?,
-                segment: package.segment()?,
-                samplerate: package.samplerate()?,
-                channels: package.audio_channels()?,
-            },
-            inference: HtDemucsInference::default(),
-            htdemucs: package.deserialize_kwargs()?,
-        };
-        config.validate().map_err(|message| Error::ConfigInvalid {
-            path: package.source().to_path_buf(),
-            message,
-        })?;
+        let config = config_from_package(&package)?;
         Self::from_state_dict(config, package.state, device, engine)
     }
 
@@ -178,38 +144,44 @@ impl SeparationModel {
                     path: path.to_path_buf(),
                     source,
                 })?;
-                if is_htdemucs_config(&text) {
-                    let config = MsstHtDemucsConfig::from_yaml(&text, path)?;
-                    let state = load_state_dict(weights)?;
-                    return LoadedHtDemucs::from_state_dict(config, state, device, engine)
-                        .map(Self::HtDemucs);
-                }
-                let config = MsstConfig::from_yaml(&text, path)?;
-                LoadedModel::from_state_dict(config, load_state_dict(weights)?, device, engine)
-                    .map(Self::Roformer)
+                Self::from_config_text(&text, path, load_state_dict(weights)?, device, engine)
             }
-            None if is_torch_zip(weights) => match load_demucs_package(weights) {
-                Ok(package) => {
+            None => match demucs_package(weights)? {
+                Some(package) => {
                     LoadedHtDemucs::from_package(package, device, engine).map(Self::HtDemucs)
                 }
-                // A plain state dict: it has no config of its own (the error says so).
-                Err(WeightsError::NotDemucsPackage { .. }) => {
-                    Self::from_embedded_config(load_state_dict(weights)?, device, engine)
-                }
-                Err(e) => Err(e.into()),
+                None => Self::from_embedded_config(load_state_dict(weights)?, device, engine),
             },
-            None => Self::from_embedded_config(load_state_dict(weights)?, device, engine),
         }
     }
 
     /// A model whose state dict carries its config (`roformer convert`, `roformer train`).
     pub fn from_embedded_config(state: StateDict, device: &Device, engine: Engine) -> Result<Self> {
         match state.metadata.get(CONFIG_METADATA_KEY) {
-            Some(text) if is_htdemucs_config(text) => {
-                let config = MsstHtDemucsConfig::from_yaml(text, state.source())?;
-                LoadedHtDemucs::from_state_dict(config, state, device, engine).map(Self::HtDemucs)
+            Some(text) => {
+                let (text, origin) = (text.clone(), state.source().to_path_buf());
+                Self::from_config_text(&text, &origin, state, device, engine)
             }
-            _ => LoadedModel::from_embedded_config(state, device, engine).map(Self::Roformer),
+            None => Err(Error::MissingConfig {
+                model: state.source().to_path_buf(),
+            }),
+        }
+    }
+
+    /// A model from MSST YAML `text` (read from `origin`) and its weights.
+    pub fn from_config_text(
+        text: &str,
+        origin: &Path,
+        state: StateDict,
+        device: &Device,
+        engine: Engine,
+    ) -> Result<Self> {
+        if is_htdemucs_config(text) {
+            let config = MsstHtDemucsConfig::from_yaml(text, origin)?;
+            LoadedHtDemucs::from_state_dict(config, state, device, engine).map(Self::HtDemucs)
+        } else {
+            let config = MsstConfig::from_yaml(text, origin)?;
+            LoadedModel::from_state_dict(config, state, device, engine).map(Self::Roformer)
         }
     }
 
@@ -289,6 +261,48 @@ impl SeparationModel {
             Self::Roformer(m) => &m.network,
             Self::HtDemucs(m) => &m.network,
         }
+    }
+}
+
+/// The config of a Facebook demucs package: from the class's keyword arguments (sources,
+/// sample rate, segment, layers), with MSST's inference defaults (4 overlapping chunks per
+/// segment).
+pub fn config_from_package(package: &DemucsPackage) -> Result<MsstHtDemucsConfig> {
+    const HTDEMUCS: &str = "demucs.htdemucs.HTDemucs";
+    if package.class_name != HTDEMUCS {
+        return Err(Error::Unsupported(format!(
+            "{} holds a {} model; only HT Demucs ({HTDEMUCS}) is supported",
+            package.source().display(),
+            package.class_name
+        )));
+    }
+    let config = MsstHtDemucsConfig {
+        training: HtDemucsTraining {
+            instruments: package.sources()?,
+            segment: package.segment()?,
+            samplerate: package.samplerate()?,
+            channels: package.audio_channels()?,
+        },
+        inference: HtDemucsInference::default(),
+        htdemucs: package.deserialize_kwargs()?,
+    };
+    config.validate().map_err(|message| Error::ConfigInvalid {
+        path: package.source().to_path_buf(),
+        message,
+    })?;
+    Ok(config)
+}
+
+/// The Facebook demucs package in `path`, or `None` when the file is something else (a plain
+/// state dict, a safetensors file).
+pub fn demucs_package(path: &Path) -> Result<Option<DemucsPackage>> {
+    if !is_torch_zip(path) {
+        return Ok(None);
+    }
+    match load_demucs_package(path) {
+        Ok(package) => Ok(Some(package)),
+        Err(WeightsError::NotDemucsPackage { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 

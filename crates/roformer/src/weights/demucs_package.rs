@@ -4,10 +4,9 @@
 //! 'training_args': {..}}`: the model class (recorded by name, never called), the constructor's
 //! arguments, and the state dict (in fp16 when saved with `half=True`). [`load_demucs_package`]
 //! reads it into a [`DemucsPackage`]; the model code turns the keyword arguments into its config
-//! with [`DemucsPackage::deserialize_kwargs`] (or [`DemucsPackage::to_yaml`]).
+//! with [`DemucsPackage::deserialize_kwargs`].
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::de::value::{BorrowedStrDeserializer, Error as DeError, SeqDeserializer};
@@ -335,108 +334,6 @@ impl DemucsPackage {
             reason: e.to_string(),
         })
     }
-
-    /// The keyword arguments as a YAML block mapping, one `key: value` line each: strings
-    /// double-quoted, `None` as `null`, lists and dicts in flow style. Values this reader does
-    /// not represent ([`KwargValue::Other`]) are written as `null`.
-    pub fn to_yaml(&self) -> String {
-        let mut out = String::new();
-        for (key, value) in &self.kwargs {
-            yaml_key(&mut out, key);
-            out.push_str(": ");
-            yaml_value(&mut out, value);
-            out.push('\n');
-        }
-        out
-    }
-}
-
-fn yaml_key(out: &mut String, key: &str) {
-    // Identifiers stay plain unless YAML would read them as something other than a string.
-    const RESERVED: [&str; 11] = [
-        "null", "true", "false", "yes", "no", "on", "off", "y", "n", "nan", "inf",
-    ];
-    let plain = key
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !RESERVED.contains(&key.to_ascii_lowercase().as_str());
-    if plain {
-        out.push_str(key);
-    } else {
-        yaml_str(out, key);
-    }
-}
-
-/// A YAML double-quoted scalar (JSON-style escapes, which YAML shares).
-fn yaml_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-fn yaml_value(out: &mut String, v: &KwargValue) {
-    match v {
-        KwargValue::None | KwargValue::Other(_) => out.push_str("null"),
-        KwargValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        KwargValue::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
-        KwargValue::Float(f) => out.push_str(&yaml_float(*f)),
-        KwargValue::Str(s) => yaml_str(out, s),
-        KwargValue::List(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                yaml_value(out, item);
-            }
-            out.push(']');
-        }
-        KwargValue::Map(map) => {
-            out.push('{');
-            for (i, (k, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                yaml_str(out, k);
-                out.push_str(": ");
-                yaml_value(out, item);
-            }
-            out.push('}');
-        }
-    }
-}
-
-/// A float YAML reads back as the same float: always with a `.` (so `1e-7` does not read as
-/// a string under YAML 1.1 rules), and YAML's spellings of the non-finite values.
-fn yaml_float(f: f64) -> String {
-    if f.is_nan() {
-        return ".nan".into();
-    }
-    if f.is_infinite() {
-        return if f > 0.0 { ".inf" } else { "-.inf" }.into();
-    }
-    // Debug is the shortest text that reads back exactly: `0.2`, `10000.0`, `1e-7`.
-    let s = format!("{f:?}");
-    match s.find('e') {
-        Some(e) if !s.contains('.') => format!("{}.0{}", &s[..e], &s[e..]),
-        _ => s,
-    }
 }
 
 /// The kwargs map as a serde map; a value's error is prefixed with its key.
@@ -565,33 +462,5 @@ impl<'de> de::Deserializer<'de> for &'de KwargValue {
     forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
         unit unit_struct newtype_struct seq tuple tuple_struct map struct identifier
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn floats_read_back_from_yaml() {
-        for f in [0.2, 10000.0, 1e-7, 1e16, 1.5e300, -0.0, 7.8] {
-            let s = yaml_float(f);
-            assert!(s.contains('.'), "{s}");
-            assert_eq!(s.parse::<f64>().unwrap().to_bits(), f.to_bits(), "{s}");
-        }
-        assert_eq!(yaml_float(1e-7), "1.0e-7");
-        assert_eq!(yaml_float(f64::NEG_INFINITY), "-.inf");
-    }
-
-    #[test]
-    fn yaml_quotes_strings_and_odd_keys() {
-        let mut out = String::new();
-        yaml_str(&mut out, "a\"b\\c\n\u{1}");
-        assert_eq!(out, r#""a\"b\\c\n\u0001""#);
-        let mut out = String::new();
-        yaml_key(&mut out, "on");
-        yaml_key(&mut out, "t_emb");
-        yaml_key(&mut out, "2x");
-        assert_eq!(out, r#""on"t_emb"2x""#);
     }
 }

@@ -2,12 +2,12 @@
 //! `models/demucs4ht.py`, Facebook's `demucs/htdemucs.py`) with their defaults, and the layer
 //! plan that `__init__` derives from them.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The `htdemucs:` section of an MSST config, or the `kwargs` of a Facebook `.th` file.
 /// Unknown keys are ignored, as both accept options that inference does not use
 /// (learning rates, weight decay, init scales).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct HtDemucsConfig {
     pub channels: usize,
@@ -311,7 +311,7 @@ impl HtDemucsConfig {
 
 /// An MSST config file for HT Demucs (`model: htdemucs`): what inference reads of its
 /// `training`, `inference` and `htdemucs` sections.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct MsstHtDemucsConfig {
     pub training: HtDemucsTraining,
     #[serde(default)]
@@ -319,7 +319,7 @@ pub struct MsstHtDemucsConfig {
     pub htdemucs: HtDemucsConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct HtDemucsTraining {
     pub instruments: Vec<String>,
     /// Seconds per inference chunk (MSST's "demucs" demix: `samplerate * segment` samples).
@@ -337,7 +337,7 @@ fn default_channels() -> usize {
     2
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct HtDemucsInference {
     pub num_overlap: usize,
@@ -384,6 +384,14 @@ impl MsstHtDemucsConfig {
             return Err("inference.num_overlap and inference.batch_size must be positive".into());
         }
         self.htdemucs.validate(t.instruments.len(), t.channels)
+    }
+
+    /// The config as MSST YAML (with `model: htdemucs`), as `roformer convert` embeds it.
+    pub fn to_yaml(&self) -> crate::error::Result<String> {
+        let body = serde_saphyr::to_string(self).map_err(|e| {
+            crate::error::Error::Unsupported(format!("cannot write the config: {e}"))
+        })?;
+        Ok(format!("model: htdemucs\n{body}"))
     }
 
     /// Samples per chunk: `samplerate * segment` (MSST's "demucs" mode).
