@@ -108,7 +108,16 @@ def main():
     ap.add_argument("--msst", required=True, help="checkout of ZFTurbo/Music-Source-Separation-Training")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--only", nargs="*", help="fixture names")
+    ap.add_argument("--real-shape", action="store_true",
+                    help="instead, the released htdemucs shape (48 channels, 5 transformer "
+                         "layers, ~42 M parameters) with MSST's segment of 11 s, into --out, for "
+                         "an acceptance check (not committed; HTDEMUCS_FIXTURE_DIR=OUT/"
+                         "htdemucs_real_shape cargo test -p roformer --test htdemucs_parity)")
     args = ap.parse_args()
+    if args.real_shape:
+        FIXTURES.clear()
+        FIXTURES["htdemucs_real_shape"] = (["drums", "bass", "other", "vocals"], 11, 4,
+                                           dict(), 12.0, 3)
 
     import numpy as np
     import torch

@@ -144,3 +144,78 @@ fn a_converted_package_separates_like_the_package() {
     assert_eq!(from_package.len(), 4);
     assert_eq!(from_package, from_converted);
 }
+
+/// HT Demucs goes through the same separator as the RoFormers: `--tta --instrumental` (the
+/// instrumental is mixture - vocals, MSST's `--extract_instrumental`), and an ensemble with a
+/// BS-RoFormer (the stems of both, `vocals` and `other` averaged).
+#[test]
+fn tta_instrumental_and_an_ensemble_with_a_roformer() {
+    let ht = repo().join("tests/fixtures/htdemucs/htdemucs_4stem");
+    let bs = repo().join("tests/fixtures/models/bs_stereo_2stem_hop512");
+    let out = tempfile::tempdir().unwrap();
+    let mixture = ht.join("mixture.wav");
+    let o = roformer(&[
+        "separate",
+        p(&mixture),
+        "--model",
+        p(&ht.join("model.ckpt")),
+        "--config",
+        p(&ht.join("config.yaml")),
+        "--tta",
+        "--instrumental",
+        "--pcm",
+        "f32",
+        "-q",
+        "-o",
+        p(out.path()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let read = |stem: &str| {
+        let a =
+            roformer::audio::decode_file(&out.path().join("mixture").join(format!("{stem}.wav")))
+                .unwrap();
+        a.channels().iter().flatten().copied().collect::<Vec<f32>>()
+    };
+    let mix: Vec<f32> = roformer::audio::decode_file(&mixture)
+        .unwrap()
+        .channels()
+        .iter()
+        .flatten()
+        .copied()
+        .collect();
+    let (vocals, instrumental) = (read("vocals"), read("instrumental"));
+    let worst = mix
+        .iter()
+        .zip(&vocals)
+        .zip(&instrumental)
+        .map(|((m, v), i)| (m - v - i).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst < 1e-6,
+        "instrumental is not mixture - vocals: {worst}"
+    );
+
+    let out = tempfile::tempdir().unwrap();
+    let o = roformer(&[
+        "separate",
+        p(&mixture),
+        "--model",
+        p(&ht.join("model.ckpt")),
+        "--config",
+        p(&ht.join("config.yaml")),
+        "--model",
+        p(&bs.join("model.ckpt")),
+        "--config",
+        p(&bs.join("config.yaml")),
+        "-q",
+        "-o",
+        p(out.path()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut names: Vec<String> = std::fs::read_dir(out.path().join("mixture"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]);
+}
