@@ -219,3 +219,44 @@ fn tta_instrumental_and_an_ensemble_with_a_roformer() {
     names.sort();
     assert_eq!(names, ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]);
 }
+
+/// `eval --model` with HT Demucs: with MSST's own separation of the fixture as the references,
+/// every stem's global SDR is far above any real model's (only float rounding differs).
+#[test]
+fn eval_scores_an_htdemucs_model_against_msst_output() {
+    use roformer::audio::{write_audio_atomic, Audio, OutputFormat, PcmFormat};
+    let fixture = repo().join("tests/fixtures/htdemucs/htdemucs_4stem");
+    let scratch = tempfile::tempdir().unwrap();
+    let track = scratch.path().join("refs").join("song");
+    std::fs::create_dir_all(&track).unwrap();
+    std::fs::copy(fixture.join("mixture.wav"), track.join("mixture.wav")).unwrap();
+    let reference =
+        roformer::weights::load_state_dict(&fixture.join("reference.safetensors")).unwrap();
+    let separated = reference.get("separated").unwrap();
+    for (i, stem) in ["drums", "bass", "other", "vocals"].iter().enumerate() {
+        let channels: Vec<Vec<f32>> = separated.get(i).unwrap().to_vec2().unwrap();
+        let audio = Audio::new(44100, channels).unwrap();
+        let format = OutputFormat::Wav(PcmFormat::Float32);
+        write_audio_atomic(&track.join(format!("{stem}.wav")), &audio, format).unwrap();
+    }
+    let json = scratch.path().join("scores.json");
+    let o = roformer(&[
+        "eval",
+        "-r",
+        p(&scratch.path().join("refs")),
+        "--model",
+        p(&fixture.join("model.ckpt")),
+        "--config",
+        p(&fixture.join("config.yaml")),
+        "--json",
+        p(&json),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let scores: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for stem in ["drums", "bass", "other", "vocals"] {
+        let sdr = scores["tracks"][0]["stems"][stem]["sdr"].as_f64().unwrap();
+        assert!(sdr > 60.0, "{stem}: SDR {sdr:.1} dB");
+    }
+}
