@@ -2,7 +2,7 @@
 //! output handling, and every kind of bad input.
 
 mod common;
-use common::{p, roformer, stderr, tree_bytes};
+use common::{p, roformer, snr_db, stderr, tree_bytes};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -42,17 +42,6 @@ fn read_wav(path: &Path) -> Vec<Vec<f32>> {
     (0..ch)
         .map(|c| samples.iter().skip(c).step_by(ch).copied().collect())
         .collect()
-}
-
-fn snr_db(reference: &[f32], ours: &[f32]) -> f64 {
-    assert_eq!(reference.len(), ours.len(), "length mismatch");
-    let s: f64 = reference.iter().map(|&r| (r as f64).powi(2)).sum();
-    let n: f64 = reference
-        .iter()
-        .zip(ours)
-        .map(|(&r, &o)| (r as f64 - o as f64).powi(2))
-        .sum();
-    10.0 * (s / n.max(1e-30)).log10()
 }
 
 /// Separates `dir/mixture.wav` with `dir/model.ckpt` and `dir/config.yaml` into float WAVs.

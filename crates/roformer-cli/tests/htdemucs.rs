@@ -4,18 +4,7 @@
 
 mod common;
 
-use common::{p, repo, roformer, stderr};
-
-fn snr_db(reference: &[f32], ours: &[f32]) -> f64 {
-    assert_eq!(reference.len(), ours.len(), "length mismatch");
-    let signal: f64 = reference.iter().map(|&r| (r as f64).powi(2)).sum();
-    let noise: f64 = reference
-        .iter()
-        .zip(ours)
-        .map(|(&r, &o)| (r as f64 - o as f64).powi(2))
-        .sum();
-    10.0 * (signal / noise.max(1e-30)).log10()
-}
+use common::{p, repo, roformer, snr_db, stderr};
 
 #[test]
 fn separate_writes_msst_stems_for_an_msst_checkpoint() {

@@ -8,23 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{p, roformer, stderr, tree_bytes};
+use common::{final_files, p, roformer, stderr, tree_bytes};
 
 const INPUTS: usize = 8;
-
-/// Outputs under their final names (temporary files start with a dot).
-fn final_outputs(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
-    if !dir.exists() {
-        return Default::default();
-    }
-    tree_bytes(dir)
-        .into_iter()
-        .filter(|(rel, _)| {
-            !rel.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
-        .collect()
-}
 
 #[test]
 fn a_killed_separate_batch_leaves_no_partial_output_and_resumes() {
@@ -64,7 +50,7 @@ fn a_killed_separate_batch_leaves_no_partial_output_and_resumes() {
     let a: Vec<String> = args(&whole);
     let o = roformer(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", stderr(&o));
-    let expected = final_outputs(&whole);
+    let expected = final_files(&whole);
     assert_eq!(expected.len(), INPUTS * 2);
 
     // Killed as soon as the first output is in place.
@@ -74,7 +60,7 @@ fn a_killed_separate_batch_leaves_no_partial_output_and_resumes() {
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while final_outputs(&out).is_empty() {
+    while final_files(&out).is_empty() {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "no output appeared"
@@ -86,7 +72,7 @@ fn a_killed_separate_batch_leaves_no_partial_output_and_resumes() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let partial = final_outputs(&out);
+    let partial = final_files(&out);
     assert!(
         partial.len() < expected.len(),
         "the batch finished before it could be killed"
@@ -103,7 +89,7 @@ fn a_killed_separate_batch_leaves_no_partial_output_and_resumes() {
     let a = args(&out);
     let o = roformer(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(final_outputs(&out), expected);
+    assert_eq!(final_files(&out), expected);
     // And the killed run's temporary files are gone with it.
     let names: Vec<PathBuf> = tree_bytes(&out).into_keys().collect();
     assert_eq!(names, expected.keys().cloned().collect::<Vec<_>>());

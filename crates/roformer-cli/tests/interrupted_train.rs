@@ -6,27 +6,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{p, stderr, train_dataset, tree_bytes};
+use common::{final_files, p, stderr, train_dataset};
 
 const EPOCHS: usize = 4;
-
-/// Files under their final names (temporary files start with a dot).
-fn final_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    tree_bytes(dir)
-        .into_iter()
-        .filter(|(rel, _)| {
-            !rel.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
-        .collect()
-}
 
 /// `log.csv` without its last column (the seconds each epoch took).
 fn log_without_times(bytes: &[u8]) -> Vec<String> {

@@ -383,14 +383,18 @@ impl ModelConfig {
     }
 }
 
+/// The text of a config file; the error names it.
+pub fn read_config_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::ConfigIo {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 impl MsstConfig {
     /// Reads and validates an MSST YAML config file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigIo {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_yaml(&text, path)
+        Self::from_yaml(&read_config_text(path)?, path)
     }
 
     /// Parses YAML text; `origin` names the source in error messages.

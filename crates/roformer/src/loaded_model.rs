@@ -6,7 +6,7 @@ use std::path::Path;
 
 use candle_core::Device;
 
-use crate::config::MsstConfig;
+use crate::config::{read_config_text, MsstConfig};
 use crate::cpu::Precision;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -140,10 +140,7 @@ impl SeparationModel {
     ) -> Result<Self> {
         match config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigIo {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+                let text = read_config_text(path)?;
                 Self::from_config_text(&text, path, load_state_dict(weights)?, device, engine)
             }
             None => match demucs_package(weights)? {

@@ -2,9 +2,12 @@
 //! made by `tools/gen_htdemucs_fixtures.py` (random weights; see
 //! tests/fixtures/htdemucs/*/config.yaml).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
+use common::snr_db;
 use roformer::model::htdemucs::config::MsstHtDemucsConfig;
 use roformer::model::htdemucs::HtDemucs;
 use roformer::weights::load_state_dict;
@@ -23,17 +26,6 @@ fn fixtures() -> Vec<PathBuf> {
 
 fn name(dir: &Path) -> String {
     dir.file_name().unwrap().to_string_lossy().into_owned()
-}
-
-fn snr_db(reference: &[f32], ours: &[f32]) -> f64 {
-    assert_eq!(reference.len(), ours.len(), "length mismatch");
-    let signal: f64 = reference.iter().map(|&r| (r as f64).powi(2)).sum();
-    let noise: f64 = reference
-        .iter()
-        .zip(ours)
-        .map(|(&r, &o)| (r as f64 - o as f64).powi(2))
-        .sum();
-    10.0 * (signal / noise.max(1e-30)).log10()
 }
 
 fn open(d: &Path) -> (MsstHtDemucsConfig, HtDemucs) {

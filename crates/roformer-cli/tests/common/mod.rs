@@ -87,3 +87,29 @@ pub fn train_dataset(root: &Path, edits: &[(&str, &str)]) -> PathBuf {
     std::fs::write(&path, config).unwrap();
     path
 }
+
+/// SNR of `ours` against `reference` in dB.
+pub fn snr_db(reference: &[f32], ours: &[f32]) -> f64 {
+    assert_eq!(reference.len(), ours.len(), "length mismatch");
+    let s: f64 = reference.iter().map(|&r| (r as f64).powi(2)).sum();
+    let n: f64 = reference
+        .iter()
+        .zip(ours)
+        .map(|(&r, &o)| (r as f64 - o as f64).powi(2))
+        .sum();
+    10.0 * (s / n.max(1e-30)).log10()
+}
+
+/// The files of `dir` under their final names (temporary files start with a dot).
+pub fn final_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    if !dir.exists() {
+        return BTreeMap::new();
+    }
+    tree_bytes(dir)
+        .into_iter()
+        .filter(|(rel, _)| {
+            !rel.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect()
+}

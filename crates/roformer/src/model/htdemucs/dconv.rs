@@ -64,6 +64,37 @@ impl DConv {
         Ok(Self { branches })
     }
 
+    /// The layer's `dconv` when `enabled`, with HT Demucs' compression and depth.
+    pub fn load_if(
+        vb: &mut WeightsView<'_>,
+        enabled: bool,
+        channels: usize,
+        config: &super::HtDemucsConfig,
+        device: &Device,
+    ) -> Result<Option<Self>> {
+        enabled
+            .then(|| {
+                Self::load(
+                    &mut vb.pp("dconv"),
+                    channels,
+                    config.dconv_hidden(channels),
+                    config.dconv_depth as usize,
+                    device,
+                )
+            })
+            .transpose()
+    }
+
+    /// On a layer's activations: `[b, c, f, t]` (every frequency its own sequence) when
+    /// `freq`, else `[b, c, t]`.
+    pub fn forward_layer(&self, y: &Tensor, freq: bool) -> CResult<Tensor> {
+        if freq {
+            self.forward_freq(y)
+        } else {
+            self.forward(y)
+        }
+    }
+
     /// `x`: `[b, c, t]`.
     pub fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         let mut x = x.clone();
@@ -76,7 +107,7 @@ impl DConv {
     }
 
     /// On `[b, c, f, t]`: every frequency is its own sequence, as `HEncLayer` runs it.
-    pub fn forward_freq(&self, y: &Tensor) -> CResult<Tensor> {
+    fn forward_freq(&self, y: &Tensor) -> CResult<Tensor> {
         let (b, c, f, t) = y.dims4()?;
         let rows = y
             .permute((0, 2, 1, 3))?

@@ -5,10 +5,10 @@
 
 use candle_core::{Device, Result as CResult, Tensor};
 
-use super::conv::{Conv, ConvTranspose};
+use super::conv::ConvTranspose;
 use super::dconv::DConv;
-use super::glu::glu;
 use super::group_norm::{self, GroupNorm, MaybeNorm};
+use super::rewrite::Rewrite;
 use crate::error::Result;
 use crate::weights::WeightsView;
 
@@ -42,7 +42,7 @@ pub struct DecoderLayer {
 
 #[derive(Debug, Clone)]
 struct Body {
-    rewrite: Option<(Conv, MaybeNorm)>,
+    rewrite: Option<Rewrite>,
     dconv: Option<DConv>,
 }
 
@@ -56,11 +56,7 @@ impl DecoderLayer {
         let DecoderSpec {
             freq, cin, cout, ..
         } = spec;
-        let norm = |vb: &mut WeightsView<'_>, c: usize| -> Result<MaybeNorm> {
-            spec.norm
-                .then(|| GroupNorm::load(vb, config.norm_groups, c, device))
-                .transpose()
-        };
+        let groups = spec.norm.then_some(config.norm_groups);
         let conv_tr = ConvTranspose::load(
             &mut vb.pp("conv_tr"),
             cin,
@@ -70,49 +66,15 @@ impl DecoderLayer {
             freq,
             device,
         )?;
-        let norm2 = norm(&mut vb.pp("norm2"), cout)?;
+        let norm2 = GroupNorm::load_if(&mut vb.pp("norm2"), groups, cout, device)?;
         let body = if spec.empty {
             None
         } else {
-            let rewrite = if config.rewrite {
-                let ctx = config.context;
-                let conv = if freq {
-                    Conv::square(
-                        &mut vb.pp("rewrite"),
-                        cin,
-                        2 * cin,
-                        1 + 2 * ctx,
-                        ctx,
-                        device,
-                    )?
-                } else {
-                    Conv::time(
-                        &mut vb.pp("rewrite"),
-                        cin,
-                        2 * cin,
-                        1 + 2 * ctx,
-                        1,
-                        ctx,
-                        1,
-                        device,
-                    )?
-                };
-                Some((conv, norm(&mut vb.pp("norm1"), 2 * cin)?))
-            } else {
-                None
-            };
-            let dconv = spec
-                .dconv
-                .then(|| {
-                    DConv::load(
-                        &mut vb.pp("dconv"),
-                        cin,
-                        config.dconv_hidden(cin),
-                        config.dconv_depth as usize,
-                        device,
-                    )
-                })
+            let rewrite = config
+                .rewrite
+                .then(|| Rewrite::load(vb, "norm1", freq, cin, config.context, groups, device))
                 .transpose()?;
+            let dconv = DConv::load_if(vb, spec.dconv, cin, config, device)?;
             Some(Body { rewrite, dconv })
         };
         Ok(Self {
@@ -142,15 +104,11 @@ impl DecoderLayer {
             (Some(body), Some(skip)) => {
                 let x = (x + skip)?;
                 let mut y = match &body.rewrite {
-                    Some((conv, norm)) => glu(&group_norm::apply(norm, conv.forward(&x)?)?)?,
+                    Some(rewrite) => rewrite.forward(&x)?,
                     None => x,
                 };
                 if let Some(dconv) = &body.dconv {
-                    y = if self.freq {
-                        dconv.forward_freq(&y)?
-                    } else {
-                        dconv.forward(&y)?
-                    };
+                    y = dconv.forward_layer(&y, self.freq)?;
                 }
                 y
             }

@@ -6,8 +6,8 @@ use candle_core::{Device, Result as CResult, Tensor};
 
 use super::conv::Conv;
 use super::dconv::DConv;
-use super::glu::glu;
 use super::group_norm::{self, GroupNorm, MaybeNorm};
+use super::rewrite::Rewrite;
 use crate::error::Result;
 use crate::weights::WeightsView;
 
@@ -39,7 +39,7 @@ pub struct EncoderLayer {
 struct Body {
     norm1: MaybeNorm,
     dconv: Option<DConv>,
-    rewrite: Option<(Conv, MaybeNorm)>,
+    rewrite: Option<Rewrite>,
 }
 
 impl EncoderLayer {
@@ -80,51 +80,13 @@ impl EncoderLayer {
                 body: None,
             });
         }
-        let norm = |vb: &mut WeightsView<'_>, c: usize| -> Result<MaybeNorm> {
-            spec.norm
-                .then(|| GroupNorm::load(vb, config.norm_groups, c, device))
-                .transpose()
-        };
-        let norm1 = norm(&mut vb.pp("norm1"), cout)?;
-        let rewrite = if config.rewrite {
-            let ctx = config.context_enc;
-            let conv = if freq {
-                Conv::square(
-                    &mut vb.pp("rewrite"),
-                    cout,
-                    2 * cout,
-                    1 + 2 * ctx,
-                    ctx,
-                    device,
-                )?
-            } else {
-                Conv::time(
-                    &mut vb.pp("rewrite"),
-                    cout,
-                    2 * cout,
-                    1 + 2 * ctx,
-                    1,
-                    ctx,
-                    1,
-                    device,
-                )?
-            };
-            Some((conv, norm(&mut vb.pp("norm2"), 2 * cout)?))
-        } else {
-            None
-        };
-        let dconv = spec
-            .dconv
-            .then(|| {
-                DConv::load(
-                    &mut vb.pp("dconv"),
-                    cout,
-                    config.dconv_hidden(cout),
-                    config.dconv_depth as usize,
-                    device,
-                )
-            })
+        let groups = spec.norm.then_some(config.norm_groups);
+        let norm1 = GroupNorm::load_if(&mut vb.pp("norm1"), groups, cout, device)?;
+        let rewrite = config
+            .rewrite
+            .then(|| Rewrite::load(vb, "norm2", freq, cout, config.context_enc, groups, device))
             .transpose()?;
+        let dconv = DConv::load_if(vb, spec.dconv, cout, config, device)?;
         Ok(Self {
             freq,
             stride,
@@ -166,14 +128,10 @@ impl EncoderLayer {
         }
         let mut y = group_norm::apply(&body.norm1, y)?.gelu_erf()?;
         if let Some(dconv) = &body.dconv {
-            y = if self.freq {
-                dconv.forward_freq(&y)?
-            } else {
-                dconv.forward(&y)?
-            };
+            y = dconv.forward_layer(&y, self.freq)?;
         }
         match &body.rewrite {
-            Some((conv, norm)) => glu(&group_norm::apply(norm, conv.forward(&y)?)?),
+            Some(rewrite) => rewrite.forward(&y),
             None => Ok(y),
         }
     }

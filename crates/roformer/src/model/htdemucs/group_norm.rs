@@ -29,6 +29,18 @@ impl GroupNorm {
         })
     }
 
+    /// `nn.GroupNorm(groups, channels)` when the layer has one (`groups` given), else `None`.
+    pub fn load_if(
+        vb: &mut WeightsView<'_>,
+        groups: Option<usize>,
+        channels: usize,
+        device: &Device,
+    ) -> Result<MaybeNorm> {
+        groups
+            .map(|g| Self::load(vb, g, channels, device))
+            .transpose()
+    }
+
     pub fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         let dims = x.dims().to_vec();
         let b = dims[0];

@@ -11,6 +11,7 @@ mod decoder_layer;
 mod encoder_layer;
 mod glu;
 mod group_norm;
+mod rewrite;
 mod sin_embedding;
 mod spectrogram;
 
