@@ -15,8 +15,10 @@ def wav(freq, frames, channels=2, rate=44100):
         w.setframerate(rate)
         samples = []
         for i in range(frames):
-            v = int(8000 * math.sin(2 * math.pi * freq * i / rate))
-            samples += [v] * channels
+            # Channels differ (a phase apart): identical ones send BSSEval to its slow SVD
+            # fallback on every run.
+            samples += [int(8000 * math.sin(2 * math.pi * freq * i / rate + c))
+                        for c in range(channels)]
         w.writeframes(struct.pack(f"<{len(samples)}h", *samples))
     return buf.getvalue()
 
