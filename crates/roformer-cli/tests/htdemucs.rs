@@ -4,34 +4,47 @@
 
 mod common;
 
-use common::{p, repo, roformer, snr_db, stderr};
+use common::{p, repo, roformer, snr_db, stderr, tree_bytes};
 
-#[test]
-fn separate_writes_msst_stems_for_an_msst_checkpoint() {
-    let fixture = repo().join("tests/fixtures/htdemucs/htdemucs_6stem_merge");
-    let out = tempfile::tempdir().unwrap();
-    let o = roformer(&[
-        "separate",
-        p(&fixture.join("mixture.wav")),
-        "--model",
-        p(&fixture.join("model.ckpt")),
-        "--config",
-        p(&fixture.join("config.yaml")),
-        "--pcm",
-        "f32",
-        "-q",
-        "-o",
-        p(out.path()),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/fixtures/htdemucs").join(name)
+}
+
+/// `roformer separate FIXTURE/mixture.wav ARGS... -o OUT`.
+fn separate(fixture: &Path, args: &[&str], out: &Path) -> Output {
+    let mixture = fixture.join("mixture.wav");
+    let mut all = vec!["separate", p(&mixture)];
+    all.extend_from_slice(args);
+    all.extend(["-o", p(out)]);
+    roformer(&all)
+}
+
+/// `--model FIXTURE/model.ckpt --config FIXTURE/config.yaml`.
+fn ckpt_args(fixture: &Path) -> [String; 4] {
+    [
+        "--model".into(),
+        p(&fixture.join("model.ckpt")).into(),
+        "--config".into(),
+        p(&fixture.join("config.yaml")).into(),
+    ]
+}
+
+/// The planar samples of `OUT/mixture/STEM.wav`, flattened.
+fn stem(out: &Path, stem: &str) -> Vec<f32> {
+    let file = out.join("mixture").join(format!("{stem}.wav"));
+    let audio = roformer::audio::decode_file(&file).unwrap();
+    audio.channels().iter().flatten().copied().collect()
+}
+
+/// Every stem written to `out` is at least `min_db` from MSST's `separated` of the fixture.
+fn assert_msst_stems(fixture: &Path, out: &Path, stems: &[&str], min_db: f64) {
     let reference =
         roformer::weights::load_state_dict(&fixture.join("reference.safetensors")).unwrap();
     let theirs = reference.get("separated").unwrap();
-    let stems = ["drums", "bass", "other", "vocals", "guitar", "piano"];
-    for (i, stem) in stems.iter().enumerate() {
-        let file = out.path().join("mixture").join(format!("{stem}.wav"));
-        let ours = roformer::audio::decode_file(&file).unwrap();
-        let ours: Vec<f32> = ours.channels().iter().flatten().copied().collect();
+    for (i, name) in stems.iter().enumerate() {
         let theirs: Vec<f32> = theirs
             .get(i)
             .unwrap()
@@ -39,27 +52,35 @@ fn separate_writes_msst_stems_for_an_msst_checkpoint() {
             .unwrap()
             .to_vec1()
             .unwrap();
-        let snr = snr_db(&theirs, &ours);
-        assert!(snr >= 60.0, "{stem}: SNR {snr:.1} dB against MSST");
+        let snr = snr_db(&theirs, &stem(out, name));
+        println!("{name}: {snr:.1} dB");
+        assert!(snr >= min_db, "{name}: SNR {snr:.1} dB against MSST");
     }
+}
+
+const FOUR: [&str; 4] = ["drums", "bass", "other", "vocals"];
+
+#[test]
+fn separate_writes_msst_stems_for_an_msst_checkpoint() {
+    let fixture = fixture("htdemucs_6stem_merge");
+    let out = tempfile::tempdir().unwrap();
+    let args = ckpt_args(&fixture);
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.extend(["--pcm", "f32", "-q"]);
+    let o = separate(&fixture, &all, out.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stems = ["drums", "bass", "other", "vocals", "guitar", "piano"];
+    assert_msst_stems(&fixture, out.path(), &stems, 60.0);
 }
 
 #[test]
 fn reduced_precision_is_refused_for_htdemucs_with_a_reason() {
-    let fixture = repo().join("tests/fixtures/htdemucs/htdemucs_4stem");
+    let fixture = fixture("htdemucs_4stem");
     let out = tempfile::tempdir().unwrap();
-    let o = roformer(&[
-        "separate",
-        p(&fixture.join("mixture.wav")),
-        "--model",
-        p(&fixture.join("model.ckpt")),
-        "--config",
-        p(&fixture.join("config.yaml")),
-        "--precision",
-        "int8",
-        "-o",
-        p(out.path()),
-    ]);
+    let args = ckpt_args(&fixture);
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.extend(["--precision", "int8"]);
+    let o = separate(&fixture, &all, out.path());
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(err.contains("HT Demucs runs in f32 only"), "{err}");
@@ -70,66 +91,30 @@ fn reduced_precision_is_refused_for_htdemucs_with_a_reason() {
 /// output (the rounding bounds the agreement), with the same chunking (segment 1 s, 4 chunks).
 #[test]
 fn a_facebook_th_package_separates_without_a_config() {
-    let fixture = repo().join("tests/fixtures/htdemucs/htdemucs_4stem");
+    let fixture = fixture("htdemucs_4stem");
     let out = tempfile::tempdir().unwrap();
-    let o = roformer(&[
-        "separate",
-        p(&fixture.join("mixture.wav")),
-        "--model",
-        p(&fixture.join("model.th")),
-        "--pcm",
-        "f32",
-        "-o",
-        p(out.path()),
-    ]);
+    let th = fixture.join("model.th");
+    let o = separate(&fixture, &["--model", p(&th), "--pcm", "f32"], out.path());
     assert!(o.status.success(), "{}", stderr(&o));
-    let reference =
-        roformer::weights::load_state_dict(&fixture.join("reference.safetensors")).unwrap();
-    let theirs = reference.get("separated").unwrap();
-    for (i, stem) in ["drums", "bass", "other", "vocals"].iter().enumerate() {
-        let file = out.path().join("mixture").join(format!("{stem}.wav"));
-        let ours = roformer::audio::decode_file(&file).unwrap();
-        let ours: Vec<f32> = ours.channels().iter().flatten().copied().collect();
-        let theirs: Vec<f32> = theirs
-            .get(i)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let snr = snr_db(&theirs, &ours);
-        println!("{stem}: {snr:.1} dB");
-        assert!(
-            snr >= 50.0,
-            "{stem}: SNR {snr:.1} dB against MSST's f32 model"
-        );
-    }
+    assert_msst_stems(&fixture, out.path(), &FOUR, 50.0);
 }
 
 /// `convert` writes a `.th` package as one safetensors file with its config: separating with
 /// it gives the bytes separating with the package gives.
 #[test]
 fn a_converted_package_separates_like_the_package() {
-    let fixture = repo().join("tests/fixtures/htdemucs/htdemucs_4stem");
+    let fixture = fixture("htdemucs_4stem");
     let scratch = tempfile::tempdir().unwrap();
     let converted = scratch.path().join("htdemucs.safetensors");
     let o = roformer(&["convert", p(&fixture.join("model.th")), "-o", p(&converted)]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let separate = |model: &std::path::Path, out: &std::path::Path| {
-        let o = roformer(&[
-            "separate",
-            p(&fixture.join("mixture.wav")),
-            "--model",
-            p(model),
-            "-q",
-            "-o",
-            p(out),
-        ]);
+    let run = |model: &Path, out: &Path| {
+        let o = separate(&fixture, &["--model", p(model), "-q"], out);
         assert!(o.status.success(), "{}", stderr(&o));
-        common::tree_bytes(out)
+        tree_bytes(out)
     };
-    let from_package = separate(&fixture.join("model.th"), &scratch.path().join("a"));
-    let from_converted = separate(&converted, &scratch.path().join("b"));
+    let from_package = run(&fixture.join("model.th"), &scratch.path().join("a"));
+    let from_converted = run(&converted, &scratch.path().join("b"));
     assert_eq!(from_package.len(), 4);
     assert_eq!(from_package, from_converted);
 }
@@ -139,40 +124,22 @@ fn a_converted_package_separates_like_the_package() {
 /// BS-RoFormer (the stems of both, `vocals` and `other` averaged).
 #[test]
 fn tta_instrumental_and_an_ensemble_with_a_roformer() {
-    let ht = repo().join("tests/fixtures/htdemucs/htdemucs_4stem");
+    let ht = fixture("htdemucs_4stem");
     let bs = repo().join("tests/fixtures/models/bs_stereo_2stem_hop512");
     let out = tempfile::tempdir().unwrap();
-    let mixture = ht.join("mixture.wav");
-    let o = roformer(&[
-        "separate",
-        p(&mixture),
-        "--model",
-        p(&ht.join("model.ckpt")),
-        "--config",
-        p(&ht.join("config.yaml")),
-        "--tta",
-        "--instrumental",
-        "--pcm",
-        "f32",
-        "-q",
-        "-o",
-        p(out.path()),
-    ]);
+    let args = ckpt_args(&ht);
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.extend(["--tta", "--instrumental", "--pcm", "f32", "-q"]);
+    let o = separate(&ht, &all, out.path());
     assert!(o.status.success(), "{}", stderr(&o));
-    let read = |stem: &str| {
-        let a =
-            roformer::audio::decode_file(&out.path().join("mixture").join(format!("{stem}.wav")))
-                .unwrap();
-        a.channels().iter().flatten().copied().collect::<Vec<f32>>()
-    };
-    let mix: Vec<f32> = roformer::audio::decode_file(&mixture)
+    let mix: Vec<f32> = roformer::audio::decode_file(&ht.join("mixture.wav"))
         .unwrap()
         .channels()
         .iter()
         .flatten()
         .copied()
         .collect();
-    let (vocals, instrumental) = (read("vocals"), read("instrumental"));
+    let (vocals, instrumental) = (stem(out.path(), "vocals"), stem(out.path(), "instrumental"));
     let worst = mix
         .iter()
         .zip(&vocals)
@@ -185,21 +152,10 @@ fn tta_instrumental_and_an_ensemble_with_a_roformer() {
     );
 
     let out = tempfile::tempdir().unwrap();
-    let o = roformer(&[
-        "separate",
-        p(&mixture),
-        "--model",
-        p(&ht.join("model.ckpt")),
-        "--config",
-        p(&ht.join("config.yaml")),
-        "--model",
-        p(&bs.join("model.ckpt")),
-        "--config",
-        p(&bs.join("config.yaml")),
-        "-q",
-        "-o",
-        p(out.path()),
-    ]);
+    let (ht_args, bs_args) = (ckpt_args(&ht), ckpt_args(&bs));
+    let mut all: Vec<&str> = ht_args.iter().chain(&bs_args).map(String::as_str).collect();
+    all.push("-q");
+    let o = separate(&ht, &all, out.path());
     assert!(o.status.success(), "{}", stderr(&o));
     let mut names: Vec<String> = std::fs::read_dir(out.path().join("mixture"))
         .unwrap()
@@ -214,7 +170,7 @@ fn tta_instrumental_and_an_ensemble_with_a_roformer() {
 #[test]
 fn eval_scores_an_htdemucs_model_against_msst_output() {
     use roformer::audio::{write_audio_atomic, Audio, OutputFormat, PcmFormat};
-    let fixture = repo().join("tests/fixtures/htdemucs/htdemucs_4stem");
+    let fixture = fixture("htdemucs_4stem");
     let scratch = tempfile::tempdir().unwrap();
     let track = scratch.path().join("refs").join("song");
     std::fs::create_dir_all(&track).unwrap();
@@ -222,7 +178,7 @@ fn eval_scores_an_htdemucs_model_against_msst_output() {
     let reference =
         roformer::weights::load_state_dict(&fixture.join("reference.safetensors")).unwrap();
     let separated = reference.get("separated").unwrap();
-    for (i, stem) in ["drums", "bass", "other", "vocals"].iter().enumerate() {
+    for (i, stem) in FOUR.iter().enumerate() {
         let channels: Vec<Vec<f32>> = separated.get(i).unwrap().to_vec2().unwrap();
         let audio = Audio::new(44100, channels).unwrap();
         let format = OutputFormat::Wav(PcmFormat::Float32);
@@ -244,7 +200,7 @@ fn eval_scores_an_htdemucs_model_against_msst_output() {
     assert!(o.status.success(), "{}", stderr(&o));
     let scores: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    for stem in ["drums", "bass", "other", "vocals"] {
+    for stem in FOUR {
         let sdr = scores["tracks"][0]["stems"][stem]["sdr"].as_f64().unwrap();
         assert!(sdr > 60.0, "{stem}: SDR {sdr:.1} dB");
     }
