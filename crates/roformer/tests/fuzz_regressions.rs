@@ -4,6 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+#[path = "../../../fuzz/inputs/eval_folders.rs"]
+mod eval_folders;
+
 fn inputs(target: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/fuzz")
@@ -42,43 +45,16 @@ fn audio_inputs_that_crashed_decode_or_fail_cleanly() {
     }
 }
 
-/// fuzz/fuzz_targets/eval.rs: a flags byte (bit 0: trim), then up to 6 files (kind byte: bit 0
-/// estimate, bits 1-3 stem, bits 4-5 extension; u32 length; bytes) laid out as a references
-/// folder and an estimates folder, then listed and scored. Inputs here were slow (a timeout under
-/// the fuzzer's sanitizers: identical channels send BSSEval to its SVD fallback), not wrong.
+/// fuzz/fuzz_targets/eval.rs (input format: fuzz/inputs/eval_folders.rs). Inputs here were
+/// slow (a timeout under the fuzzer's sanitizers: identical channels send BSSEval to its SVD
+/// fallback), not wrong.
 #[test]
 fn eval_inputs_that_timed_out_score_or_fail_cleanly() {
-    const STEMS: [&str; 5] = ["vocals", "other", "mixture", "instrumental", "bass"];
-    const EXTENSIONS: [&str; 3] = ["wav", "flac", "mp3"];
     for input in inputs("eval") {
         let data = std::fs::read(&input).unwrap();
-        let Some((&flags, mut rest)) = data.split_first() else {
-            continue;
-        };
         let root = tempfile::tempdir().unwrap();
-        let (refs, ests) = (root.path().join("ref"), root.path().join("est"));
-        std::fs::create_dir_all(refs.join("track")).unwrap();
-        std::fs::create_dir_all(ests.join("track")).unwrap();
-        for _ in 0..6 {
-            let [kind, a, b, c, d, tail @ ..] = rest else {
-                break;
-            };
-            let len = (u32::from_le_bytes([*a, *b, *c, *d]) as usize).min(tail.len());
-            let (bytes, after) = tail.split_at(len);
-            rest = after;
-            let dir = if kind & 1 == 0 { &refs } else { &ests };
-            let stem = STEMS[usize::from(kind >> 1 & 7) % STEMS.len()];
-            let ext = EXTENSIONS[usize::from(kind >> 4 & 3) % EXTENSIONS.len()];
-            std::fs::write(dir.join("track").join(format!("{stem}.{ext}")), bytes).unwrap();
-        }
-        if let Ok(listing) = roformer::evaluation::list_reference_tracks(&refs) {
-            for track in &listing.tracks {
-                let _ = roformer::evaluation::score_track(
-                    track,
-                    &ests.join(&track.name),
-                    flags & 1 == 1,
-                );
-            }
+        if let Some(folders) = eval_folders::write(&data, root.path()) {
+            eval_folders::score(&folders);
         }
     }
 }
