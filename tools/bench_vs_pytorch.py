@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Time roformer against MSST's PyTorch model on the same weights and the same input chunk.
+"""Time roformer against MSST's PyTorch model on the same weights and the same input chunk
+(BS- and Mel-Band RoFormer configs, and HT Demucs configs with `model: htdemucs`).
 
 Run through tools/bench-vs-pytorch (see tools/README.md):
 
@@ -8,7 +9,8 @@ Run through tools/bench-vs-pytorch (see tools/README.md):
 
 Steps, each timed run in its own process so that peak memory is separate:
 1. Weights: --model CKPT, or a random model built in PyTorch from the config with --seed
-   (gen_fixtures.build_model) and saved to a temporary checkpoint; both sides load that file.
+   (gen_fixtures.build_model; for HT Demucs, MSST's models/demucs4ht.get_model with PyTorch's
+   own initialisation) and saved to a temporary checkpoint; both sides load that file.
 2. `roformer bench --model CKPT --config C --threads N --runs R --json --save-output F` for each
    precision (f32 first). Its saved `input` (one chunk of chunk_size samples, deterministic) is
    the input PyTorch gets.
@@ -39,6 +41,23 @@ import gen_fixtures  # noqa: E402  (import_msst, load_config_like_msst, build_mo
 # --------------------------------------------------------------------------
 # PyTorch side (run in child processes)
 # --------------------------------------------------------------------------
+
+def is_htdemucs(config_path):
+    """MSST's test for HT Demucs configs (`model: htdemucs`, or an `htdemucs:` section)."""
+    import yaml
+    with open(config_path) as f:
+        raw = yaml.safe_load(f) or {}
+    return raw.get("model") == "htdemucs" or "htdemucs" in raw
+
+
+def htdemucs_model(msst_dir, config_path):
+    """MSST's HTDemucs for the config, loaded as MSST loads htdemucs configs (OmegaConf), and
+    the MSST commit."""
+    from omegaconf import OmegaConf
+    _bsr, _mu, commit = gen_fixtures.import_msst(msst_dir)
+    import models.demucs4ht as ht
+    return ht.get_model(OmegaConf.load(config_path)), commit
+
 
 def is_mel(config):
     model = dict(config.model)
@@ -74,9 +93,13 @@ def read_state_dict(path):
 def cmd_make_checkpoint(args):
     import torch
     torch.set_num_threads(args.threads)
-    config = gen_fixtures.load_config_like_msst(args.config)
-    module, cls, _ = msst_module(args.msst, config)
-    model = gen_fixtures.build_model(module, config, args.seed, cls)
+    if is_htdemucs(args.config):
+        torch.manual_seed(args.seed)   # PyTorch's own initialisation
+        model, _ = htdemucs_model(args.msst, args.config)
+    else:
+        config = gen_fixtures.load_config_like_msst(args.config)
+        module, cls, _ = msst_module(args.msst, config)
+        model = gen_fixtures.build_model(module, config, args.seed, cls)
     torch.save(model.state_dict(), args.out)
     params = sum(p.numel() for p in model.state_dict().values())
     print(json.dumps({"parameters": params}))
@@ -90,9 +113,12 @@ def cmd_torch_run(args):
     torch.set_num_threads(args.threads)
     # MSST's attention still uses torch.backends.cuda.sdp_kernel(), deprecated in torch 2.x.
     warnings.filterwarnings("ignore", category=FutureWarning)
-    config = gen_fixtures.load_config_like_msst(args.config)
-    module, cls, commit = msst_module(args.msst, config)
-    model = cls(**dict(config.model))   # as MSST's get_model_from_config
+    if is_htdemucs(args.config):
+        model, commit = htdemucs_model(args.msst, args.config)
+    else:
+        config = gen_fixtures.load_config_like_msst(args.config)
+        module, cls, commit = msst_module(args.msst, config)
+        model = cls(**dict(config.model))   # as MSST's get_model_from_config
     model.load_state_dict(read_state_dict(args.ckpt), strict=True)
     model.eval()
     x = torch.from_numpy(load_file(args.input)["input"][:1].copy())   # [1, C, chunk]
@@ -222,7 +248,8 @@ def cmd_main(args):
             shutil.rmtree(work, ignore_errors=True)
 
     f32 = ours["f32"]
-    gflop = f32["gflop_per_chunk"]
+    # roformer counts FLOPs for the RoFormers only (None for HT Demucs).
+    gflop = f32.get("gflop_per_chunk")
     rows = []
     for p in precisions:
         o = ours[p]
@@ -231,9 +258,9 @@ def cmd_main(args):
             "ours_s": o["s_per_chunk"],
             "pytorch_s": torch["median_s"],
             "ratio": torch["median_s"] / o["s_per_chunk"],
-            "gflop_per_s": o["gflop_per_s"],
-            "floor_s": o["floor_s_per_chunk"],
-            "ours_over_floor": o["ours_over_floor"],
+            "gflop_per_s": o.get("gflop_per_s"),
+            "floor_s": o.get("floor_s_per_chunk"),
+            "ours_over_floor": o.get("ours_over_floor"),
             "peak_rss_mb": o["peak_rss_mb"],
             "snr_vs_f32_db": snr_vs_f32.get(p),
             "runs_s": o["runs_s"],
@@ -246,8 +273,9 @@ def cmd_main(args):
         "chunk_size": f32["chunk_size"],
         "audio_seconds": f32["audio_seconds"],
         "gflop_per_chunk": gflop,
-        "matmul": f32["matmul"],
-        "pytorch": {**torch, "gflop_per_s": gflop / torch["median_s"]},
+        "architecture": f32["architecture"],
+        "matmul": f32.get("matmul"),
+        "pytorch": {**torch, "gflop_per_s": gflop and gflop / torch["median_s"]},
         "snr_f32_vs_pytorch_db": snr_vs_torch,
         "roformer": rows,
     }
@@ -258,12 +286,15 @@ def cmd_main(args):
     print(f"weights     {weights}")
     print(f"input       one chunk of {f32['chunk_size']} samples ({f32['audio_seconds']:.2f} s), "
           f"{f32['channels']} channel(s); {threads} thread(s), median of {args.runs} run(s)")
-    print(f"work        {gflop:.4g} GFLOP per chunk; f32 matmul "
-          f"{f32['matmul']['m']}x{f32['matmul']['k']} . {f32['matmul']['k']}x"
-          f"{f32['matmul']['n']}: {fmt(f32['matmul']['f32_gflop_per_s'], '.1f')} GFLOP/s")
+    print(f"model       {f32['architecture']}, {f32['parameters']} parameters")
+    if gflop is not None:
+        m = f32["matmul"]
+        print(f"work        {gflop:.4g} GFLOP per chunk; f32 matmul {m['m']}x{m['k']} . "
+              f"{m['k']}x{m['n']}: {fmt(m['f32_gflop_per_s'], '.1f')} GFLOP/s")
+    torch_rate = "" if gflop is None else f"{gflop / torch['median_s']:.4g} GFLOP/s, "
     print(f"PyTorch     {torch['median_s']:.3f} s per chunk "
           f"(runs {', '.join(f'{t:.3f}' for t in torch['runs_s'])}), "
-          f"{gflop / torch['median_s']:.4g} GFLOP/s, peak RSS {torch['peak_rss_mb']:.0f} MiB "
+          f"{torch_rate}peak RSS {torch['peak_rss_mb']:.0f} MiB "
           f"(torch {torch['torch']}, MSST {torch['msst_commit'][:7]})")
     print(f"SNR of our f32 output vs PyTorch's: {snr_vs_torch:.1f} dB")
     print()
@@ -275,7 +306,7 @@ def cmd_main(args):
         snr = r["snr_vs_f32_db"]
         snr = "-" if snr is None else "identical" if snr == float("inf") else f"{snr:.1f} dB"
         print(f"| {r['precision']} | {r['ours_s']:.3f} | {r['pytorch_s']:.3f} | "
-              f"{r['ratio']:.2f} | {r['gflop_per_s']:.4g} | {fmt(r['floor_s'], '.4g')} | "
+              f"{r['ratio']:.2f} | {fmt(r['gflop_per_s'], '.4g')} | {fmt(r['floor_s'], '.4g')} | "
               f"{fmt(r['ours_over_floor'], '.2f')} | {fmt(r['peak_rss_mb'], '.0f')} MiB | {snr} |")
     print(f"\nratio = PyTorch / ours (above 1: we are faster); PyTorch peak RSS "
           f"{torch['peak_rss_mb']:.0f} MiB")

@@ -11,12 +11,11 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
-use roformer::config::MsstConfig;
+use roformer::config::read_config_text;
 use roformer::cpu::{Precision, Weight};
 use roformer::engine::Engine;
-use roformer::loaded_model::LoadedModel;
+use roformer::loaded_model::SeparationModel;
 use roformer::model::flops::{self, ModelFlops};
-use roformer::separate::Separator;
 use roformer::weights::{save_safetensors, SplitMix64, StateDict};
 use roformer::Tensor;
 use serde_json::{json, Value};
@@ -106,54 +105,64 @@ pub fn run(args: BenchArgs) -> Result<()> {
     )?;
 
     let started = Instant::now();
-    let (mut model, synthetic) = match (&args.model, &args.config) {
+    let (model, synthetic) = match (&args.model, &args.config) {
         (Some(path), config) => {
             eprintln!("Loading {}", path.display());
-            let model = LoadedModel::open(path, config.as_deref(), &device, engine)
+            let model = SeparationModel::open(path, config.as_deref(), &device, engine)
                 .with_context(|| format!("cannot load model {}", path.display()))?;
             (model, false)
         }
         (None, Some(config_path)) => {
             // The library's message names the file and the cause; no second copy of the cause.
-            let config = MsstConfig::from_file(config_path).map_err(|e| anyhow!("{e}"))?;
+            let text = read_config_text(config_path).map_err(|e| anyhow!("{e}"))?;
             eprintln!(
                 "Building the model of {} with made-up weights (seed {})",
                 config_path.display(),
                 args.seed
             );
-            let model = LoadedModel::from_state_dict(
-                config,
-                StateDict::synthetic(args.seed),
-                &device,
-                engine,
-            )
-            .with_context(|| format!("cannot build the model of {}", config_path.display()))?;
+            let state = StateDict::synthetic(args.seed);
+            let model =
+                SeparationModel::from_config_text(&text, config_path, state, &device, engine)
+                    .with_context(|| {
+                        format!("cannot build the model of {}", config_path.display())
+                    })?;
             (model, true)
         }
         (None, None) => bail!("give --config (and optionally --model)"),
     };
     let load_s = started.elapsed().as_secs_f64();
-    if let Some(c) = args.chunk_size {
-        model.config.inference.chunk_size = Some(c);
-    }
-    let config = model.config.clone();
-    let chunk = config.chunk_size();
-    if chunk <= config.model.stft_n_fft / 2 {
+    let chunk = args
+        .chunk_size
+        .unwrap_or_else(|| model.demix_options().chunk_size);
+    if chunk <= model.min_chunk() / 2 {
         bail!(
             "chunk size {chunk} is too short for the STFT ({} samples)",
-            config.model.stft_n_fft
+            model.min_chunk()
         );
     }
-    let cost = ModelFlops::for_config(&config.model, chunk)?;
-    let parameters = if synthetic {
-        flops::parameters(&config.model)?
-    } else {
-        model.parameters
+    // FLOPs are counted for the RoFormers only; HT Demucs reports time and memory.
+    let (cost, architecture, parameters) = match &model {
+        SeparationModel::Roformer(m) => {
+            let parameters = if synthetic {
+                flops::parameters(&m.config.model)?
+            } else {
+                m.parameters
+            };
+            let cost = ModelFlops::for_config(&m.config.model, chunk)?;
+            let largest = flops::largest_linear(&m.config.model);
+            let name = m.config.model.architecture().to_string();
+            (Some((cost, largest)), name, parameters)
+        }
+        SeparationModel::HtDemucs(m) => {
+            let name = format!("HT Demucs ({})", m.config.htdemucs.shape());
+            (None, name, m.parameters)
+        }
     };
 
-    let sample_rate = config.audio.sample_rate;
-    let channels = model.network.channels();
-    let stems = model.network.num_stems();
+    let sample_rate = model.sample_rate();
+    let network = model.network();
+    let channels = network.channels();
+    let stems = network.num_stems();
     let chunks = match args.seconds {
         Some(s) if !(s.is_finite() && s > 0.0) => bail!("--seconds must be positive"),
         Some(s) => ((s * f64::from(sample_rate)).round() as usize)
@@ -181,7 +190,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let per_chunk = channels * chunk;
         for group in input.chunks(args.batch_size * per_chunk) {
             let batch = group.len() / per_chunk;
-            out.extend(model.network.separate_batch(group, batch, chunk)?);
+            out.extend(network.separate_batch(group, batch, chunk)?);
         }
         Ok(t.elapsed().as_secs_f64())
     };
@@ -203,19 +212,67 @@ pub fn run(args: BenchArgs) -> Result<()> {
         eprintln!("wrote {}", path.display());
     }
 
-    let (k, n) = flops::largest_linear(&config.model);
     let cpu = matches!(device, roformer::Device::Cpu);
+    let mut json = json!({
+        "config": args.config.as_ref().map(|p| p.display().to_string()),
+        "model": args.model.as_ref().map(|p| p.display().to_string()),
+        "weights": if synthetic { "synthetic" } else { "checkpoint" },
+        "seed": synthetic.then_some(args.seed),
+        "architecture": architecture,
+        "device": args.device,
+        "engine": format!("{:?}", args.engine).to_lowercase(),
+        "engine_used": model.engine(),
+        "precision": args.precision.name(),
+        "threads": rayon::current_num_threads(),
+        "sample_rate": sample_rate,
+        "channels": channels,
+        "stems": stems,
+        "chunk_size": chunk,
+        "chunks": chunks,
+        "batch_size": args.batch_size,
+        "audio_seconds": audio_seconds,
+        "parameters": parameters,
+        "load_s": load_s,
+        "warmup_s": warmup_s,
+        "runs_s": runs,
+        "median_s": median_s,
+        "s_per_chunk": s_per_chunk,
+        "real_time_factor": audio_seconds / median_s,
+        "peak_rss_mb": peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0)),
+    });
+    if let Some((cost, (k, n))) = &cost {
+        let extra = flop_report(cost, (*k, *n), s_per_chunk, args.precision, cpu);
+        if let (Some(all), Value::Object(extra)) = (json.as_object_mut(), extra) {
+            all.extend(extra);
+        }
+    }
+    let report = Report { json };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.json)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// FLOPs per chunk and the floor a plain matmul's rate sets (the RoFormers).
+fn flop_report(
+    cost: &ModelFlops,
+    (k, n): (usize, usize),
+    s_per_chunk: f64,
+    precision: Precision,
+    cpu: bool,
+) -> Value {
     let f32_rate = cpu.then(|| {
         eprintln!("timing a {MATMUL_ROWS}x{k} . {k}x{n} f32 matmul ...");
         matmul_rate(MATMUL_ROWS, k, n, Precision::F32)
     });
-    let int8_rate = if cpu && args.precision == Precision::Int8 {
+    let int8_rate = if cpu && precision == Precision::Int8 {
         eprintln!("timing the same matmul with int8 weights ...");
         Some(matmul_rate(MATMUL_ROWS, k, n, Precision::Int8))
     } else {
         None
     };
-
     let total = cost.total() as f64;
     let gflop = cost.gflop();
     let floor_s = f32_rate.map(|rate| total / (rate * 1e9));
@@ -227,69 +284,37 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         _ => None,
     };
-    let report = Report {
-        json: json!({
-            "config": args.config.as_ref().map(|p| p.display().to_string()),
-            "model": args.model.as_ref().map(|p| p.display().to_string()),
-            "weights": if synthetic { "synthetic" } else { "checkpoint" },
-            "seed": synthetic.then_some(args.seed),
-            "architecture": config.model.architecture().to_string(),
-            "device": args.device,
-            "engine": format!("{:?}", args.engine).to_lowercase(),
-            "precision": args.precision.name(),
-            "threads": rayon::current_num_threads(),
-            "sample_rate": sample_rate,
-            "channels": channels,
-            "stems": stems,
-            "chunk_size": chunk,
-            "chunks": chunks,
-            "batch_size": args.batch_size,
-            "audio_seconds": audio_seconds,
-            "parameters": parameters,
-            "load_s": load_s,
-            "warmup_s": warmup_s,
-            "runs_s": runs,
-            "median_s": median_s,
-            "s_per_chunk": s_per_chunk,
-            "real_time_factor": audio_seconds / median_s,
-            "flop_per_chunk": cost.total(),
-            "gflop_per_chunk": gflop,
-            "gflop_per_s": gflop / s_per_chunk,
-            "flops": {
-                "frames": cost.frames,
-                "bands": cost.bands,
-                "band_split": cost.band_split,
-                "projections": cost.projections,
-                "feed_forward": cost.feed_forward,
-                "time_attention": cost.time_attention,
-                "freq_attention": cost.freq_attention,
-                "linear_attention": cost.linear_attention,
-                "mask_estimators": cost.mask_estimators,
-                "matmul": cost.matmul(),
-                "attention": cost.attention(),
-                "matmul_share": cost.matmul() as f64 / total,
-                "attention_share": cost.attention() as f64 / total,
-            },
-            "matmul": {
-                "m": MATMUL_ROWS,
-                "k": k,
-                "n": n,
-                "reps": MATMUL_REPS,
-                "f32_gflop_per_s": f32_rate,
-                "int8_gflop_per_s": int8_rate,
-            },
-            "floor_s_per_chunk": floor_s,
-            "ours_over_floor": floor_s.map(|f| s_per_chunk / f),
-            "int8_floor_s_per_chunk": int8_floor_s,
-            "peak_rss_mb": peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0)),
-        }),
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report.json)?);
-    } else {
-        print!("{}", report.table());
-    }
-    Ok(())
+    json!({
+        "flop_per_chunk": cost.total(),
+        "gflop_per_chunk": gflop,
+        "gflop_per_s": gflop / s_per_chunk,
+        "flops": {
+            "frames": cost.frames,
+            "bands": cost.bands,
+            "band_split": cost.band_split,
+            "projections": cost.projections,
+            "feed_forward": cost.feed_forward,
+            "time_attention": cost.time_attention,
+            "freq_attention": cost.freq_attention,
+            "linear_attention": cost.linear_attention,
+            "mask_estimators": cost.mask_estimators,
+            "matmul": cost.matmul(),
+            "attention": cost.attention(),
+            "matmul_share": cost.matmul() as f64 / total,
+            "attention_share": cost.attention() as f64 / total,
+        },
+        "matmul": {
+            "m": MATMUL_ROWS,
+            "k": k,
+            "n": n,
+            "reps": MATMUL_REPS,
+            "f32_gflop_per_s": f32_rate,
+            "int8_gflop_per_s": int8_rate,
+        },
+        "floor_s_per_chunk": floor_s,
+        "ours_over_floor": floor_s.map(|f| s_per_chunk / f),
+        "int8_floor_s_per_chunk": int8_floor_s,
+    })
 }
 
 impl Report {
@@ -308,8 +333,6 @@ impl Report {
             Some(seed) => format!("made-up weights (seed {seed})"),
             None => j["model"].as_str().unwrap_or("?").to_string(),
         };
-        let m = &j["matmul"];
-        let shape = format!("{}x{} . {}x{}", m["m"], m["k"], m["k"], m["n"]);
         let mut rows: Vec<(String, String)> = vec![
             (
                 "model".into(),
@@ -324,7 +347,7 @@ impl Report {
                 format!(
                     "{}, engine {}, precision {}, {} thread(s)",
                     j["device"].as_str().unwrap_or("?"),
-                    j["engine"].as_str().unwrap_or("?"),
+                    j["engine_used"].as_str().unwrap_or("?"),
                     j["precision"].as_str().unwrap_or("?"),
                     j["threads"]
                 ),
@@ -356,6 +379,28 @@ impl Report {
                 "real-time factor".into(),
                 format!("{:.2}x (audio s per wall s)", f("real_time_factor")),
             ),
+        ];
+        if j["gflop_per_chunk"].is_number() {
+            rows.extend(self.flop_rows());
+        }
+        rows.push((
+            "peak RSS".into(),
+            opt(&j["peak_rss_mb"], &|v| format!("{v:.0} MiB")),
+        ));
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        rows.iter()
+            .map(|(k, v)| format!("{k:<width$}  {v}\n"))
+            .collect()
+    }
+
+    /// The rows of [`flop_report`]'s fields.
+    fn flop_rows(&self) -> Vec<(String, String)> {
+        let j = &self.json;
+        let f = |k: &str| j[k].as_f64().unwrap_or(f64::NAN);
+        let opt = |v: &Value, fmt: &dyn Fn(f64) -> String| v.as_f64().map_or("n/a".into(), fmt);
+        let m = &j["matmul"];
+        let shape = format!("{}x{} . {}x{}", m["m"], m["k"], m["k"], m["n"]);
+        let mut rows = vec![
             (
                 "work per chunk".into(),
                 format!(
@@ -377,10 +422,7 @@ impl Report {
         if j["precision"] == "int8" {
             rows.push((
                 format!("matmul {shape} int8"),
-                match m["int8_gflop_per_s"].as_f64() {
-                    Some(v) => format!("{v:.1} GOP/s"),
-                    None => "n/a".to_string(),
-                },
+                opt(&m["int8_gflop_per_s"], &|v| format!("{v:.1} GOP/s")),
             ));
         }
         rows.push((
@@ -399,14 +441,7 @@ impl Report {
             "ours / floor".into(),
             opt(&j["ours_over_floor"], &|v| format!("{v:.2}")),
         ));
-        rows.push((
-            "peak RSS".into(),
-            opt(&j["peak_rss_mb"], &|v| format!("{v:.0} MiB")),
-        ));
-        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        rows.iter()
-            .map(|(k, v)| format!("{k:<width$}  {v}\n"))
-            .collect()
+        rows
     }
 }
 

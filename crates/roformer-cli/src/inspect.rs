@@ -5,10 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use roformer::config::read_config_text;
 use roformer::config::{Architecture, MsstConfig};
 use roformer::engine::Engine;
-use roformer::loaded_model::LoadedModel;
-use roformer::model::architecture_of;
+use roformer::loaded_model::{demucs_package, is_htdemucs_config, LoadedModel, SeparationModel};
+use roformer::model::{architecture_of, CONFIG_METADATA_KEY};
 use roformer::weights::{load_state_dict, StateDict};
 
 #[derive(Debug, Args)]
@@ -36,6 +37,9 @@ fn dims(state: &StateDict, key: &str) -> Option<Vec<usize>> {
 }
 
 pub fn run(args: InspectArgs) -> Result<()> {
+    if let Some(origin) = htdemucs_origin(&args)? {
+        return inspect_htdemucs(&args, origin);
+    }
     let state = load_state_dict(&args.model)
         .with_context(|| format!("cannot read {}", args.model.display()))?;
     println!("Checkpoint   {}", args.model.display());
@@ -144,5 +148,83 @@ pub fn run(args: InspectArgs) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Where an HT Demucs model's config comes from, when `args` names one.
+enum HtDemucsOrigin {
+    /// A Facebook demucs `.th` package (its class and keyword arguments).
+    Package(String),
+    /// An MSST config file.
+    Config,
+    /// The config `roformer convert` embedded in a safetensors file.
+    Embedded,
+}
+
+/// Whether `args` names an HT Demucs model: a `.th` package, an HT Demucs config, or weights
+/// carrying one.
+fn htdemucs_origin(args: &InspectArgs) -> Result<Option<HtDemucsOrigin>> {
+    let cannot = || format!("cannot read {}", args.model.display());
+    if let Some(package) = demucs_package(&args.model).with_context(cannot)? {
+        return Ok(Some(HtDemucsOrigin::Package(package.class_name.clone())));
+    }
+    if let Some(config) = &args.config {
+        let text = read_config_text(config)?;
+        return Ok(is_htdemucs_config(&text).then_some(HtDemucsOrigin::Config));
+    }
+    let state = load_state_dict(&args.model).with_context(cannot)?;
+    let embedded = state.metadata.get(CONFIG_METADATA_KEY);
+    Ok(embedded
+        .is_some_and(|text| is_htdemucs_config(text))
+        .then_some(HtDemucsOrigin::Embedded))
+}
+
+/// The family, shape, audio layout and stems of an HT Demucs model, and whether its weights
+/// build it.
+fn inspect_htdemucs(args: &InspectArgs, origin: HtDemucsOrigin) -> Result<()> {
+    println!("Checkpoint   {}", args.model.display());
+    let source = match &origin {
+        HtDemucsOrigin::Package(class) => format!("a Facebook demucs package ({class})"),
+        HtDemucsOrigin::Config => format!(
+            "an MSST checkpoint with config {}",
+            args.config.as_deref().unwrap_or(&args.model).display()
+        ),
+        HtDemucsOrigin::Embedded => "a safetensors file with its config".to_string(),
+    };
+    println!("Family       HT Demucs (Hybrid Transformer Demucs v4), {source}");
+    let opened = SeparationModel::open(
+        &args.model,
+        args.config.as_deref(),
+        &roformer::Device::Cpu,
+        Engine::Reference,
+    );
+    let model = match opened {
+        Ok(SeparationModel::HtDemucs(m)) => m,
+        Ok(SeparationModel::Roformer(_)) => {
+            anyhow::bail!("{} opened as a RoFormer", args.model.display())
+        }
+        Err(e) => {
+            println!("Weights      DO NOT build the model: {e}");
+            anyhow::bail!("{} does not fit its HT Demucs config", args.model.display());
+        }
+    };
+    let c = &model.config;
+    println!("Parameters   {:.2} M", model.parameters as f64 / 1e6);
+    println!("  shape      {}", c.htdemucs.shape());
+    println!(
+        "  audio      {} Hz, {} channel(s), segment {} s (chunk {} samples), overlap {}, batch {}",
+        c.training.samplerate,
+        c.training.channels,
+        c.training.segment,
+        c.chunk_size(),
+        c.inference.num_overlap,
+        c.inference.batch_size
+    );
+    println!(
+        "  stems      {} ({})",
+        c.training.instruments.len(),
+        c.training.instruments.join(", ")
+    );
+    println!("Weights      match the config");
     Ok(())
 }

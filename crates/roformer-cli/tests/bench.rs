@@ -177,3 +177,41 @@ fn bad_arguments_are_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
 }
+
+/// HT Demucs on made-up weights: timed and sized like a RoFormer, with no FLOP count; the
+/// parameters are those of the fixture's PyTorch checkpoint of the same config (written by
+/// tools/gen_htdemucs_fixtures.py), and the reduced precisions run on the fused engine.
+#[test]
+fn htdemucs_on_made_up_weights() {
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/htdemucs/htdemucs_4stem");
+    let config = dir.join("config.yaml");
+    let torch = roformer::weights::load_state_dict(&dir.join("model.ckpt")).unwrap();
+    for precision in ["f32", "int8"] {
+        let j = bench_json(&[
+            "bench",
+            "--config",
+            config.to_str().unwrap(),
+            "--runs",
+            "1",
+            "--precision",
+            precision,
+            "--json",
+        ]);
+        for field in ["s_per_chunk", "real_time_factor", "peak_rss_mb"] {
+            positive(&j, &[field]);
+        }
+        assert!(
+            j["architecture"].as_str().unwrap().starts_with("HT Demucs"),
+            "{j}"
+        );
+        assert_eq!(j["engine_used"], format!("fused CPU engine, {precision}"));
+        assert_eq!(j["stems"], 4);
+        assert_eq!(j["chunk_size"], 44100);
+        assert_eq!(
+            j["parameters"].as_u64(),
+            Some(torch.num_parameters() as u64)
+        );
+        assert!(j["gflop_per_chunk"].is_null(), "{j}");
+    }
+}

@@ -73,17 +73,19 @@ fn separate_writes_msst_stems_for_an_msst_checkpoint() {
     assert_msst_stems(&fixture, out.path(), &stems, 60.0);
 }
 
+/// The fused engine's reduced precisions stay within 30 dB of MSST's f32 stems.
 #[test]
-fn reduced_precision_is_refused_for_htdemucs_with_a_reason() {
+fn reduced_precisions_separate_close_to_msst() {
     let fixture = fixture("htdemucs_4stem");
-    let out = tempfile::tempdir().unwrap();
-    let args = ckpt_args(&fixture);
-    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
-    all.extend(["--precision", "int8"]);
-    let o = separate(&fixture, &all, out.path());
-    assert!(!o.status.success());
-    let err = stderr(&o);
-    assert!(err.contains("HT Demucs runs in f32 only"), "{err}");
+    for precision in ["bf16", "int8"] {
+        let out = tempfile::tempdir().unwrap();
+        let args = ckpt_args(&fixture);
+        let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+        all.extend(["--precision", precision, "--pcm", "f32", "-q"]);
+        let o = separate(&fixture, &all, out.path());
+        assert!(o.status.success(), "{precision}: {}", stderr(&o));
+        assert_msst_stems(&fixture, out.path(), &FOUR, 30.0);
+    }
 }
 
 /// A Facebook `.th` package needs no config: it comes from the class's keyword arguments. Its
@@ -203,5 +205,37 @@ fn eval_scores_an_htdemucs_model_against_msst_output() {
     for stem in FOUR {
         let sdr = scores["tracks"][0]["stems"][stem]["sdr"].as_f64().unwrap();
         assert!(sdr > 60.0, "{stem}: SDR {sdr:.1} dB");
+    }
+}
+
+/// `inspect` names the family, the shape the fixture's config gives (channels, depth, nfft,
+/// transformer layers and heads, from tools/gen_htdemucs_fixtures.py) and the stems, for a
+/// `.th` package and for an MSST checkpoint with its YAML.
+#[test]
+fn inspect_names_the_family_and_the_shape() {
+    let four = fixture("htdemucs_4stem");
+    let o = roformer(&["inspect", p(&four.join("model.th"))]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{text}{}", stderr(&o));
+    for want in [
+        "HT Demucs",
+        "Facebook demucs package (demucs.htdemucs.HTDemucs)",
+        "channels 8 (growth 2), depth 4, nfft 4096",
+        "transformer 3 layers x 2 heads at 32 channels",
+        "stems      4 (drums, bass, other, vocals)",
+        "Weights      match the config",
+    ] {
+        assert!(text.contains(want), "no `{want}` in:\n{text}");
+    }
+    let six = fixture("htdemucs_6stem_merge");
+    let args = ckpt_args(&six);
+    let o = roformer(&["inspect", &args[1], "--config", &args[3]]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{text}{}", stderr(&o));
+    for want in [
+        "depth 3, nfft 256, DConv in the encoder",
+        "stems      6 (drums, bass, other, vocals, guitar, piano)",
+    ] {
+        assert!(text.contains(want), "no `{want}` in:\n{text}");
     }
 }

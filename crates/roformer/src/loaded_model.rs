@@ -7,7 +7,6 @@ use std::path::Path;
 use candle_core::Device;
 
 use crate::config::{read_config_text, MsstConfig};
-use crate::cpu::Precision;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::htdemucs::config::{HtDemucsInference, HtDemucsTraining, MsstHtDemucsConfig};
@@ -77,8 +76,8 @@ impl LoadedModel {
     }
 }
 
-/// An HT Demucs checkpoint and its config, opened on the reference engine (the only one HT
-/// Demucs has so far).
+/// An HT Demucs checkpoint and its config, opened on an engine (the fused CPU engine at any
+/// precision, or the reference).
 #[derive(Debug)]
 pub struct LoadedHtDemucs {
     pub config: MsstHtDemucsConfig,
@@ -99,12 +98,6 @@ impl LoadedHtDemucs {
         device: &Device,
         engine: Engine,
     ) -> Result<Self> {
-        if engine.precision() != Precision::F32 {
-            return Err(Error::UnsupportedPrecision {
-                precision: engine.precision(),
-                reason: "HT Demucs runs in f32 only so far",
-            });
-        }
         let parameters = state.num_parameters();
         let network = HtDemucs::load(
             &config.htdemucs,
@@ -113,7 +106,10 @@ impl LoadedHtDemucs {
             &mut state.root(),
             device,
         )?;
+        // Made-up weights (`StateDict::synthetic`) are counted as the model takes them.
+        let parameters = parameters + state.fabricated_parameters();
         state.finish()?;
+        let network = network.with_engine(engine)?;
         Ok(Self {
             config,
             network,
@@ -125,6 +121,8 @@ impl LoadedHtDemucs {
 /// What a separator runs: a RoFormer or HT Demucs, told apart by the config (MSST writes
 /// `model: htdemucs` and an `htdemucs:` section for the latter).
 #[derive(Debug)]
+// One per loaded model, never in a collection that its size would matter to.
+#[allow(clippy::large_enum_variant)]
 pub enum SeparationModel {
     Roformer(LoadedModel),
     HtDemucs(LoadedHtDemucs),
@@ -223,7 +221,7 @@ impl SeparationModel {
     pub fn engine(&self) -> String {
         match self {
             Self::Roformer(m) => m.engine.to_string(),
-            Self::HtDemucs(_) => Engine::Reference.to_string(),
+            Self::HtDemucs(m) => m.network.engine().to_string(),
         }
     }
 

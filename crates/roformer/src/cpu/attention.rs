@@ -155,3 +155,107 @@ pub fn attend(proj: &[f32], out: &mut [f32], n: usize, layout: HeadLayout) {
             },
         );
 }
+
+/// Query rows per task of [`multi_head`].
+const MHA_QUERY_BLOCK: usize = 256;
+
+/// Unmasked softmax attention, as `nn.MultiheadAttention` computes it after its projections:
+/// `q` `[n, heads * dh]` (already scaled by `dh^-0.5`) against `kv` `[m, 2 * heads * dh]` (keys,
+/// then values), into `out` `[n, heads * dh]`. Parallel over blocks of queries; each block
+/// holds its `rows x m` scores only.
+pub fn multi_head(q: &[f32], kv: &[f32], n: usize, m: usize, heads: usize, out: &mut [f32]) {
+    let inner = q.len() / n.max(1);
+    let dh = inner / heads;
+    assert_eq!(q.len(), n * inner);
+    assert_eq!(kv.len(), m * 2 * inner);
+    assert_eq!(out.len(), n * inner);
+    if n == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let block = n.div_ceil(4 * threads).clamp(16, MHA_QUERY_BLOCK);
+    out.par_chunks_mut(block * inner).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(scores, sums): &mut (Vec<f32>, Vec<f32>), (b, out)| {
+            let rows = out.len() / inner;
+            let start = b * block;
+            scores.resize(rows * m, 0.0);
+            sums.resize(rows, 0.0);
+            for head in 0..heads {
+                let keys = Mat::new(&kv[head * dh..], m, dh, 2 * inner, 1);
+                let values = Mat::new(&kv[inner + head * dh..], m, dh, 2 * inner, 1);
+                let queries = Mat::new(&q[start * inner + head * dh..], rows, dh, inner, 1);
+                let s = &mut scores[..rows * m];
+                matmul(
+                    MatMut::row_major(s, rows, m),
+                    queries,
+                    keys.t(),
+                    false,
+                    Parallelism::None,
+                );
+                exp_rows(s, m, sums);
+                let dst = MatMut::new(&mut out[head * dh..], rows, dh, inner);
+                matmul(
+                    dst,
+                    Mat::row_major(s, rows, m),
+                    values,
+                    false,
+                    Parallelism::None,
+                );
+                for (r, &sum) in sums.iter().enumerate() {
+                    let at = r * inner + head * dh;
+                    let inv = 1.0 / sum;
+                    out[at..at + dh].iter_mut().for_each(|v| *v *= inv);
+                }
+            }
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Softmax attention in f64, straight from the definition.
+    #[test]
+    fn multi_head_is_softmax_attention_per_head() {
+        let (n, m, heads, dh) = (37, 23, 3, 4);
+        let inner = heads * dh;
+        let q: Vec<f32> = (0..n * inner)
+            .map(|i| ((i * 13) % 11) as f32 * 0.2 - 1.0)
+            .collect();
+        let kv: Vec<f32> = (0..m * 2 * inner)
+            .map(|i| ((i * 7) % 19) as f32 * 0.15 - 1.3)
+            .collect();
+        let mut out = vec![0.0; n * inner];
+        multi_head(&q, &kv, n, m, heads, &mut out);
+        for i in 0..n {
+            for h in 0..heads {
+                let s: Vec<f64> = (0..m)
+                    .map(|j| {
+                        (0..dh)
+                            .map(|e| {
+                                q[i * inner + h * dh + e] as f64
+                                    * kv[j * 2 * inner + h * dh + e] as f64
+                            })
+                            .sum()
+                    })
+                    .collect();
+                let max = s.iter().copied().fold(f64::MIN, f64::max);
+                let p: Vec<f64> = s.iter().map(|v| (v - max).exp()).collect();
+                let total: f64 = p.iter().sum();
+                for e in 0..dh {
+                    let want: f64 = (0..m)
+                        .map(|j| p[j] * kv[j * 2 * inner + inner + h * dh + e] as f64)
+                        .sum::<f64>()
+                        / total;
+                    let got = out[i * inner + h * dh + e] as f64;
+                    assert!(
+                        (got - want).abs() < 1e-5,
+                        "query {i} head {h}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -49,6 +49,26 @@ impl<'a> Mat<'a> {
         Self::new(data, rows, cols, cols, 1)
     }
 
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The values as one row-major slice, when the rows are packed back to back.
+    pub fn as_row_major(&self) -> Option<&'a [f32]> {
+        (self.col_stride == 1 && (self.row_stride == self.cols || self.rows <= 1))
+            .then(|| &self.data[..self.rows * self.cols])
+    }
+
+    /// Row `i` (the view's columns must be contiguous).
+    pub fn row(&self, i: usize) -> &'a [f32] {
+        assert_eq!(self.col_stride, 1, "a row of a view with strided columns");
+        &self.data[i * self.row_stride..i * self.row_stride + self.cols]
+    }
+
     /// The transpose (a view, nothing moves).
     pub fn t(self) -> Self {
         Self {
@@ -88,6 +108,25 @@ impl<'a> MatMut<'a> {
 
     pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
         Self::new(data, rows, cols, cols)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The values as one row-major slice, when the rows are packed back to back.
+    pub fn as_row_major(&mut self) -> Option<&mut [f32]> {
+        (self.row_stride == self.cols || self.rows <= 1)
+            .then(|| &mut self.data[..self.rows * self.cols])
+    }
+
+    /// Row `i`.
+    pub fn row_mut(&mut self, i: usize) -> &mut [f32] {
+        &mut self.data[i * self.row_stride..i * self.row_stride + self.cols]
     }
 }
 

@@ -214,6 +214,74 @@ simd_dispatch!(
     pub fn glu_bias_rows(h: &[f32], bias: &[f32], out: &mut [f32]) => glu_bias_block
 );
 
+#[inline(always)]
+fn layer_norm_block(x: &[f32], out: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+    let d = weight.len();
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let mean = sum_lanes(xr) / d as f32;
+        for (o, &v) in or.iter_mut().zip(xr) {
+            *o = v - mean;
+        }
+        let var = sum_squares_lanes(or) / d as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((o, &w), &b) in or.iter_mut().zip(weight).zip(bias) {
+            *o = *o * inv * w + b;
+        }
+    }
+}
+
+simd_dispatch!(fn layer_norm_block_simd(
+    x: &[f32],
+    out: &mut [f32],
+    weight: &[f32],
+    bias: &[f32],
+    eps: f32,
+) => layer_norm_block);
+
+/// `nn.LayerNorm` of the rows of `x: [rows, weight.len()]` into `out` (population variance of
+/// the centred row, as torch computes it).
+pub fn layer_norm_rows(x: &[f32], out: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+    let d = weight.len();
+    x.par_chunks(d * ROWS_PER_TASK)
+        .zip(out.par_chunks_mut(d * ROWS_PER_TASK))
+        .for_each(|(xb, ob)| layer_norm_block_simd(xb, ob, weight, bias, eps));
+}
+
+#[inline(always)]
+fn add_scaled_block(x: &mut [f32], y: &[f32], bias: &[f32], scale: Option<&[f32]>) {
+    let d = bias.len();
+    for (xr, yr) in x.chunks_exact_mut(d).zip(y.chunks_exact(d)) {
+        match scale {
+            Some(s) => {
+                for (((x, &y), &b), &s) in xr.iter_mut().zip(yr).zip(bias).zip(s) {
+                    *x += s * (y + b);
+                }
+            }
+            None => {
+                for ((x, &y), &b) in xr.iter_mut().zip(yr).zip(bias) {
+                    *x += y + b;
+                }
+            }
+        }
+    }
+}
+
+simd_dispatch!(fn add_scaled_block_simd(
+    x: &mut [f32],
+    y: &[f32],
+    bias: &[f32],
+    scale: Option<&[f32]>,
+) => add_scaled_block);
+
+/// `x += scale * (y + bias)` over rows of `bias.len()` (a residual branch with its output bias
+/// and `LayerScale`; no scale is 1).
+pub fn add_scaled_rows(x: &mut [f32], y: &[f32], bias: &[f32], scale: Option<&[f32]>) {
+    let d = bias.len();
+    x.par_chunks_mut(d * ROWS_PER_TASK)
+        .zip(y.par_chunks(d * ROWS_PER_TASK))
+        .for_each(|(xb, yb)| add_scaled_block_simd(xb, yb, bias, scale));
+}
+
 /// `[outer, a, b, d] -> [outer, b, a, d]`: swaps the two token axes, keeping feature rows whole.
 pub fn swap_token_axes(src: &[f32], dst: &mut [f32], outer: usize, a: usize, b: usize, d: usize) {
     assert_eq!(src.len(), outer * a * b * d);
@@ -337,6 +405,33 @@ mod tests {
                 assert!((out[r * d + i] as f64 - want).abs() < 1e-5 * (1.0 + want.abs()));
                 assert_eq!(x[r * d + i], row[i] + bias[i]);
             }
+        }
+    }
+
+    #[test]
+    fn layer_norm_and_residual_rows_follow_their_formulas() {
+        let (rows, d) = (70, 19);
+        let x: Vec<f32> = (0..rows * d)
+            .map(|i| ((i * 31) % 17) as f32 * 0.3 - 2.0)
+            .collect();
+        let w: Vec<f32> = (0..d).map(|i| 0.5 + 0.1 * i as f32).collect();
+        let b: Vec<f32> = (0..d).map(|i| 0.05 * i as f32 - 0.4).collect();
+        let mut out = vec![0.0; rows * d];
+        layer_norm_rows(&x, &mut out, &w, &b, 1e-5);
+        for r in 0..rows {
+            let row: Vec<f64> = x[r * d..(r + 1) * d].iter().map(|&v| v as f64).collect();
+            let mean = row.iter().sum::<f64>() / d as f64;
+            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d as f64;
+            for i in 0..d {
+                let want = (row[i] - mean) / (var + 1e-5).sqrt() * w[i] as f64 + b[i] as f64;
+                assert!((out[r * d + i] as f64 - want).abs() < 1e-5, "{r} {i}");
+            }
+        }
+        let mut acc = x.clone();
+        add_scaled_rows(&mut acc, &out, &b, Some(&w));
+        for i in 0..rows * d {
+            let want = x[i] + w[i % d] * (out[i] + b[i % d]);
+            assert!((acc[i] - want).abs() <= 1e-6 * (1.0 + want.abs()));
         }
     }
 

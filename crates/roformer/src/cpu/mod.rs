@@ -3,10 +3,11 @@
 //! quantised matrix products. The candle path in [`crate::model`] stays the reference it is
 //! tested against.
 
-mod attention;
+pub(crate) mod attention;
 pub mod gemm;
+pub mod htdemucs;
 pub mod int8;
-mod kernels;
+pub(crate) mod kernels;
 pub mod mask_estimator;
 pub mod precision;
 mod simd;

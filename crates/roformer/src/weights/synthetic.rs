@@ -4,8 +4,9 @@
 //!
 //! Values follow PyTorch's initialisation closely enough for the activations to have realistic
 //! magnitudes:
-//! - `*.weight` / `*.bias`: uniform in `±1/sqrt(fan_in)` (`nn.Linear`'s default range), with
-//!   `fan_in` the tensor's last dimension;
+//! - `*.weight` / `*.bias`: uniform in `±1/sqrt(fan_in)` (`nn.Linear`'s and `nn.Conv*`'s
+//!   default range), with `fan_in` the product of the dimensions after the first (a Linear's
+//!   inputs, a convolution's inputs times its kernel), or a vector's length;
 //! - RMSNorm `*.gamma`: 1;
 //! - rotary `*rotary_embed.freqs` (`[dim_head / 2]`): rotary-embedding-torch's
 //!   `1 / 10000^(2i / dim_head)`;
@@ -43,7 +44,12 @@ impl Synthetic {
     /// The values of tensor `name` of `shape`, row-major.
     pub(crate) fn values(&self, name: &str, shape: &[usize]) -> Vec<f32> {
         let count: usize = shape.iter().product();
-        let last = shape.last().copied().unwrap_or(1).max(1);
+        let fan_in = match shape {
+            [] => 1,
+            [n] => *n,
+            [_, rest @ ..] => rest.iter().product(),
+        }
+        .max(1);
         if name.ends_with("rotary_embed.freqs") {
             // rotary-embedding-torch: `1. / (theta ** (torch.arange(0, dim, 2)[:dim // 2] / dim))`
             // with theta 10000 and dim = dim_head = 2 * count.
@@ -56,7 +62,7 @@ impl Synthetic {
             return vec![1.0; count];
         }
         let bound = if name.ends_with("weight") || name.ends_with("bias") {
-            1.0 / (last as f64).sqrt()
+            1.0 / (fan_in as f64).sqrt()
         } else {
             0.02
         };

@@ -298,6 +298,31 @@ impl HtDemucsConfig {
         out
     }
 
+    /// The shape in one line, as `inspect` and `bench` name it: "channels 48 (growth 2),
+    /// depth 4, nfft 4096, DConv in encoder and decoder, transformer 5 layers x 8 heads at 512".
+    pub fn shape(&self) -> String {
+        let dconv = match self.dconv_mode {
+            0 => "no DConv",
+            1 => "DConv in the encoder",
+            2 => "DConv in the decoder",
+            _ => "DConv in encoder and decoder",
+        };
+        let transformer = if self.t_layers == 0 {
+            "no transformer".to_string()
+        } else {
+            format!(
+                "transformer {} layers x {} heads at {} channels",
+                self.t_layers,
+                self.t_heads,
+                self.transformer_channels()
+            )
+        };
+        format!(
+            "channels {} (growth {}), depth {}, nfft {}, {dconv}, {transformer}",
+            self.channels, self.growth, self.depth, self.nfft
+        )
+    }
+
     /// Frequencies after the first encoder layer: the rows of the frequency embedding.
     pub fn freq_emb_rows(&self) -> usize {
         let freqs = self.nfft / 2;

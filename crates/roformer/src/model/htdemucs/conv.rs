@@ -9,7 +9,7 @@ use crate::weights::WeightsView;
 
 /// What a convolution slides over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Axis {
+pub(crate) enum Axis {
     /// `[b, c, t]`, `Conv1d`.
     Time,
     /// `[b, c, f, t]` with a `[k, 1]` kernel: frequency only.
@@ -21,12 +21,12 @@ enum Axis {
 #[derive(Debug, Clone)]
 pub struct Conv {
     /// `[out, in, k]` (`[out, in, k, k]` for `Square`).
-    weight: Tensor,
-    bias: Tensor,
-    axis: Axis,
-    stride: usize,
-    padding: usize,
-    dilation: usize,
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Tensor,
+    pub(crate) axis: Axis,
+    pub(crate) stride: usize,
+    pub(crate) padding: usize,
+    pub(crate) dilation: usize,
 }
 
 impl Conv {
@@ -135,12 +135,12 @@ impl Conv {
 pub struct ConvTranspose {
     /// `[in, out * taps]`: the kernel zero-padded to `taps = phases * stride`, grouped by
     /// output channel.
-    weight: Tensor,
-    bias: Tensor,
-    freq: bool,
-    stride: usize,
-    kernel: usize,
-    cout: usize,
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Tensor,
+    pub(crate) freq: bool,
+    pub(crate) stride: usize,
+    pub(crate) kernel: usize,
+    pub(crate) cout: usize,
 }
 
 impl ConvTranspose {

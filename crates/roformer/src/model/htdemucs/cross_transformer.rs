@@ -20,9 +20,9 @@ const LN_EPS: f32 = 1e-5;
 const MAX_SCORE_ELEMENTS: usize = 1 << 26;
 
 #[derive(Debug, Clone)]
-struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
+pub(crate) struct LayerNorm {
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Tensor,
 }
 
 impl LayerNorm {
@@ -40,12 +40,12 @@ impl LayerNorm {
 
 /// `nn.MultiheadAttention` (batch first, no mask): packed `in_proj`, `out_proj`.
 #[derive(Debug, Clone)]
-struct MultiheadAttention {
-    heads: usize,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
+pub(crate) struct MultiheadAttention {
+    pub(crate) heads: usize,
+    pub(crate) q: Linear,
+    pub(crate) k: Linear,
+    pub(crate) v: Linear,
+    pub(crate) out: Linear,
 }
 
 impl MultiheadAttention {
@@ -109,21 +109,21 @@ impl MultiheadAttention {
 /// One layer: self-attention (`MyTransformerEncoderLayer`) or cross-attention
 /// (`CrossTransformerEncoderLayer`), then the feed-forward block.
 #[derive(Debug, Clone)]
-struct Layer {
-    cross: bool,
-    norm_first: bool,
-    gelu: bool,
-    attn: MultiheadAttention,
-    linear1: Linear,
-    linear2: Linear,
-    norm1: LayerNorm,
-    norm2: LayerNorm,
+pub(crate) struct Layer {
+    pub(crate) cross: bool,
+    pub(crate) norm_first: bool,
+    pub(crate) gelu: bool,
+    pub(crate) attn: MultiheadAttention,
+    pub(crate) linear1: Linear,
+    pub(crate) linear2: Linear,
+    pub(crate) norm1: LayerNorm,
+    pub(crate) norm2: LayerNorm,
     /// Cross layers: the norm before the feed-forward (with `norm_first`).
-    norm3: Option<LayerNorm>,
+    pub(crate) norm3: Option<LayerNorm>,
     /// `MyGroupNorm(1, dim)` at the end (with `norm_first` and `norm_out`).
-    norm_out: Option<GroupNorm>,
+    pub(crate) norm_out: Option<GroupNorm>,
     /// `LayerScale`s of the attention and feed-forward outputs.
-    gammas: Option<(Tensor, Tensor)>,
+    pub(crate) gammas: Option<(Tensor, Tensor)>,
 }
 
 impl Layer {
@@ -209,13 +209,13 @@ impl Layer {
 
 #[derive(Debug, Clone)]
 pub struct CrossTransformer {
-    max_period: f64,
-    weight_pos_embed: f64,
+    pub(crate) max_period: f64,
+    pub(crate) weight_pos_embed: f64,
     /// The self-attention layers are those with `index % 2 == classic_parity`.
-    classic_parity: usize,
-    norm_in: Option<(LayerNorm, LayerNorm)>,
-    layers: Vec<Layer>,
-    layers_t: Vec<Layer>,
+    pub(crate) classic_parity: usize,
+    pub(crate) norm_in: Option<(LayerNorm, LayerNorm)>,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) layers_t: Vec<Layer>,
 }
 
 impl CrossTransformer {

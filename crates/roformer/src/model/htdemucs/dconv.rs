@@ -11,18 +11,18 @@ use crate::error::Result;
 use crate::weights::WeightsView;
 
 #[derive(Debug, Clone)]
-struct Branch {
-    conv: Conv,
-    norm: GroupNorm,
-    project: Conv,
-    norm_out: GroupNorm,
+pub(crate) struct Branch {
+    pub(crate) conv: Conv,
+    pub(crate) norm: GroupNorm,
+    pub(crate) project: Conv,
+    pub(crate) norm_out: GroupNorm,
     /// `LayerScale`: one factor per channel.
-    scale: Tensor,
+    pub(crate) scale: Tensor,
 }
 
 #[derive(Debug, Clone)]
 pub struct DConv {
-    branches: Vec<Branch>,
+    pub(crate) branches: Vec<Branch>,
 }
 
 impl DConv {

@@ -31,19 +31,19 @@ pub struct DecoderSpec {
 
 #[derive(Debug, Clone)]
 pub struct DecoderLayer {
-    freq: bool,
-    pad: usize,
-    last: bool,
-    conv_tr: ConvTranspose,
-    norm2: MaybeNorm,
+    pub(crate) freq: bool,
+    pub(crate) pad: usize,
+    pub(crate) last: bool,
+    pub(crate) conv_tr: ConvTranspose,
+    pub(crate) norm2: MaybeNorm,
     /// `None` for an `empty` layer.
-    body: Option<Body>,
+    pub(crate) body: Option<Body>,
 }
 
 #[derive(Debug, Clone)]
-struct Body {
-    rewrite: Option<Rewrite>,
-    dconv: Option<DConv>,
+pub(crate) struct Body {
+    pub(crate) rewrite: Option<Rewrite>,
+    pub(crate) dconv: Option<DConv>,
 }
 
 impl DecoderLayer {

@@ -28,18 +28,18 @@ pub struct EncoderSpec {
 
 #[derive(Debug, Clone)]
 pub struct EncoderLayer {
-    freq: bool,
-    stride: usize,
-    conv: Conv,
+    pub(crate) freq: bool,
+    pub(crate) stride: usize,
+    pub(crate) conv: Conv,
     /// `None` for an `empty` layer.
-    body: Option<Body>,
+    pub(crate) body: Option<Body>,
 }
 
 #[derive(Debug, Clone)]
-struct Body {
-    norm1: MaybeNorm,
-    dconv: Option<DConv>,
-    rewrite: Option<Rewrite>,
+pub(crate) struct Body {
+    pub(crate) norm1: MaybeNorm,
+    pub(crate) dconv: Option<DConv>,
+    pub(crate) rewrite: Option<Rewrite>,
 }
 
 impl EncoderLayer {

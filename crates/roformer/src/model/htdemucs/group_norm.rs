@@ -10,9 +10,9 @@ const EPS: f64 = 1e-5;
 
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
-    groups: usize,
-    weight: Tensor,
-    bias: Tensor,
+    pub(crate) groups: usize,
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Tensor,
 }
 
 impl GroupNorm {

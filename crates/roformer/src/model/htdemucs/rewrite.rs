@@ -12,8 +12,8 @@ use crate::weights::WeightsView;
 
 #[derive(Debug, Clone)]
 pub struct Rewrite {
-    conv: Conv,
-    norm: MaybeNorm,
+    pub(crate) conv: Conv,
+    pub(crate) norm: MaybeNorm,
 }
 
 impl Rewrite {

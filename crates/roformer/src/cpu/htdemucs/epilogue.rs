@@ -1,0 +1,420 @@
+//! What follows every convolution of HT Demucs, in one pass over its output: the bias, an
+//! optional GroupNorm (statistics of the biased values), and GELU or GLU, written compactly or
+//! added to a residual with its `LayerScale`. The products leave their rows wherever the
+//! sliding windows put them ([`RowLayout`]); this pass is also where the padding rows drop out.
+
+use rayon::prelude::*;
+
+use crate::cpu::kernels::{gelu, sigmoid};
+use crate::cpu::simd::simd_dispatch;
+
+/// `nn.GroupNorm`'s `eps`.
+const EPS: f64 = 1e-5;
+/// Values one rayon task of the passes works on (at least one row).
+const TASK_VALUES: usize = 1 << 15;
+
+/// Where the rows of a product lie: row `(t, f)` (`width` values) starts at
+/// `(t * t_stride + offset + f) * width`; `t x f` rows are meant.
+#[derive(Debug, Clone, Copy)]
+pub struct RowLayout {
+    pub t: usize,
+    pub f: usize,
+    pub t_stride: usize,
+    pub offset: usize,
+    pub width: usize,
+}
+
+impl RowLayout {
+    /// Rows packed back to back.
+    pub fn compact(t: usize, f: usize, width: usize) -> Self {
+        Self {
+            t,
+            f,
+            t_stride: f,
+            offset: 0,
+            width,
+        }
+    }
+
+    fn row<'a>(&self, data: &'a [f32], t: usize, f: usize) -> &'a [f32] {
+        let at = (t * self.t_stride + self.offset + f) * self.width;
+        &data[at..at + self.width]
+    }
+}
+
+/// `nn.GroupNorm`'s affine parameters and group count.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    pub groups: usize,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// Over what a GroupNorm takes its statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stats {
+    /// Every row of the item (a layer's `[c, f, t]`, or a sequence).
+    Whole,
+    /// Each frequency on its own (a DConv of the spectrogram branch, which folds frequencies
+    /// into the batch).
+    PerFreq,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    Identity,
+    Gelu,
+    /// `a * sigmoid(g)` of the row's halves `[a | g]`: the output is half as wide.
+    Glu,
+}
+
+/// Where the result goes: compact rows `[t][f][out width]`.
+pub enum Sink<'a> {
+    Write(&'a mut [f32]),
+    /// `dst += scale * result` (a DConv branch into its residual).
+    AddScaled(&'a mut [f32], &'a [f32]),
+}
+
+/// The epilogue of `src`'s rows (see the module docs).
+pub fn finish(
+    src: &[f32],
+    layout: RowLayout,
+    bias: &[f32],
+    norm: Option<(&GroupNorm, Stats)>,
+    act: Act,
+    sink: Sink<'_>,
+) {
+    finish_part(src, layout, layout, bias, norm, act, sink);
+}
+
+/// [`finish`] of the rows `layout` names, with GroupNorm statistics over the rows of
+/// `stats_layout`: a transposed convolution is normalised before its padding is trimmed.
+pub fn finish_part(
+    src: &[f32],
+    layout: RowLayout,
+    stats_layout: RowLayout,
+    bias: &[f32],
+    norm: Option<(&GroupNorm, Stats)>,
+    act: Act,
+    sink: Sink<'_>,
+) {
+    let w = layout.width;
+    assert_eq!(bias.len(), w, "bias of {} for rows of {w}", bias.len());
+    // Per statistics set (a frequency, or the item) an affine map per channel: the norm and the
+    // bias folded into `x * scale + shift`.
+    let sets = match norm {
+        Some((_, Stats::PerFreq)) => layout.f,
+        _ => 1,
+    };
+    let (scale, shift) = match norm {
+        None => (vec![1.0f32; w], bias.to_vec()),
+        Some((gn, stats)) => affine(src, stats_layout, bias, gn, stats),
+    };
+    let out_w = if act == Act::Glu { w / 2 } else { w };
+    let per_t = layout.f * out_w;
+    let t_per_task = (TASK_VALUES / per_t.max(1)).max(1);
+    let run = |t0: usize, out: &mut [f32], residual: Option<&[f32]>| {
+        for (dt, out_t) in out.chunks_exact_mut(per_t).enumerate() {
+            for (f, o) in out_t.chunks_exact_mut(out_w).enumerate() {
+                let set = if sets == 1 { 0 } else { f };
+                let (sc, sh) = (&scale[set * w..][..w], &shift[set * w..][..w]);
+                apply_row_simd(layout.row(src, t0 + dt, f), sc, sh, act, o, residual);
+            }
+        }
+    };
+    match sink {
+        Sink::Write(dst) => {
+            assert_eq!(dst.len(), layout.t * per_t, "epilogue output size");
+            dst.par_chunks_mut(t_per_task * per_t)
+                .enumerate()
+                .for_each(|(i, out)| run(i * t_per_task, out, None));
+        }
+        Sink::AddScaled(dst, layer_scale) => {
+            assert_eq!(dst.len(), layout.t * per_t, "epilogue output size");
+            dst.par_chunks_mut(t_per_task * per_t)
+                .enumerate()
+                .for_each(|(i, out)| run(i * t_per_task, out, Some(layer_scale)));
+        }
+    }
+}
+
+/// GroupNorm statistics of `src + bias` as per-set `(scale, shift)` tables `[sets][width]`.
+fn affine(
+    src: &[f32],
+    layout: RowLayout,
+    bias: &[f32],
+    gn: &GroupNorm,
+    stats: Stats,
+) -> (Vec<f32>, Vec<f32>) {
+    let (w, g) = (layout.width, gn.groups);
+    let per_group = w / g;
+    let sets = if stats == Stats::PerFreq { layout.f } else { 1 };
+    let count = (layout.t * per_group * if sets == 1 { layout.f } else { 1 }) as f64;
+    // Two passes, as the variance of values far from zero must not come from E[x^2] - E[x]^2:
+    // the means, then the moments about them.
+    let zero = vec![0.0f32; sets * g];
+    let first = moments(src, layout, bias, g, sets, &zero);
+    let means: Vec<f32> = first
+        .chunks_exact(2)
+        .map(|m| (m[0] / count) as f32)
+        .collect();
+    let second = moments(src, layout, bias, g, sets, &means);
+    let stat = |i: usize| {
+        let d = second[2 * i] / count;
+        let mean = f64::from(means[i]) + d;
+        let var = (second[2 * i + 1] / count - d * d).max(0.0);
+        (mean, var)
+    };
+    let mut scale = vec![0.0f32; sets * w];
+    let mut shift = vec![0.0f32; sets * w];
+    for set in 0..sets {
+        for gi in 0..g {
+            let (mean, var) = stat(set * g + gi);
+            let inv = 1.0 / (var + EPS).sqrt();
+            for c in gi * per_group..(gi + 1) * per_group {
+                let a = inv * f64::from(gn.weight[c]);
+                scale[set * w + c] = a as f32;
+                shift[set * w + c] =
+                    ((f64::from(bias[c]) - mean) * a + f64::from(gn.bias[c])) as f32;
+            }
+        }
+    }
+    (scale, shift)
+}
+
+/// Per (set, group): the sum of `src + bias - shift` and of its squares, in f64 over rows summed
+/// in f32.
+fn moments(
+    src: &[f32],
+    layout: RowLayout,
+    bias: &[f32],
+    g: usize,
+    sets: usize,
+    shift: &[f32],
+) -> Vec<f64> {
+    let per_group = layout.width / g;
+    let t_per_task = (TASK_VALUES / (layout.f * layout.width).max(1)).max(1);
+    (0..layout.t.div_ceil(t_per_task))
+        .into_par_iter()
+        .map(|task| {
+            let mut acc = vec![0.0f64; sets * g * 2];
+            let t1 = ((task + 1) * t_per_task).min(layout.t);
+            for t in task * t_per_task..t1 {
+                for f in 0..layout.f {
+                    let set = if sets == 1 { 0 } else { f };
+                    let row = layout.row(src, t, f);
+                    for (gi, (r, b)) in row
+                        .chunks_exact(per_group)
+                        .zip(bias.chunks_exact(per_group))
+                        .enumerate()
+                    {
+                        let i = set * g + gi;
+                        let (s, ss) = sums_simd(r, b, shift[i]);
+                        acc[2 * i] += f64::from(s);
+                        acc[2 * i + 1] += f64::from(ss);
+                    }
+                }
+            }
+            acc
+        })
+        .reduce(
+            || vec![0.0f64; sets * g * 2],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                a
+            },
+        )
+}
+
+#[inline(always)]
+fn sums(row: &[f32], bias: &[f32], shift: f32) -> (f32, f32) {
+    const L: usize = crate::cpu::simd::LANES;
+    let (mut s, mut ss) = ([0.0f32; L], [0.0f32; L]);
+    let mut rc = row.chunks_exact(L);
+    let mut bc = bias.chunks_exact(L);
+    for (r, b) in (&mut rc).zip(&mut bc) {
+        for i in 0..L {
+            let v = r[i] + b[i] - shift;
+            s[i] += v;
+            ss[i] += v * v;
+        }
+    }
+    let (mut s1, mut ss1) = (s.iter().sum::<f32>(), ss.iter().sum::<f32>());
+    for (r, b) in rc.remainder().iter().zip(bc.remainder()) {
+        let v = r + b - shift;
+        s1 += v;
+        ss1 += v * v;
+    }
+    (s1, ss1)
+}
+
+simd_dispatch!(fn sums_simd(row: &[f32], bias: &[f32], shift: f32) -> (f32, f32) => sums);
+
+#[inline(always)]
+fn apply_row(
+    row: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    act: Act,
+    out: &mut [f32],
+    residual: Option<&[f32]>,
+) {
+    match act {
+        Act::Identity | Act::Gelu => {
+            let gelu_on = act == Act::Gelu;
+            let n = out.len();
+            // Written out per case so that each loop vectorises.
+            for i in 0..n {
+                let y = row[i] * scale[i] + shift[i];
+                let y = if gelu_on { gelu(y) } else { y };
+                match residual {
+                    Some(ls) => out[i] += ls[i] * y,
+                    None => out[i] = y,
+                }
+            }
+        }
+        Act::Glu => {
+            let h = out.len();
+            let (ra, rg) = row.split_at(h);
+            let (sa, sg) = scale.split_at(h);
+            let (ba, bg) = shift.split_at(h);
+            match residual {
+                Some(ls) => {
+                    for i in 0..h {
+                        let a = ra[i] * sa[i] + ba[i];
+                        let g = rg[i] * sg[i] + bg[i];
+                        out[i] += ls[i] * (a * sigmoid(g));
+                    }
+                }
+                None => {
+                    for i in 0..h {
+                        let a = ra[i] * sa[i] + ba[i];
+                        let g = rg[i] * sg[i] + bg[i];
+                        out[i] = a * sigmoid(g);
+                    }
+                }
+            }
+        }
+    }
+}
+
+simd_dispatch!(fn apply_row_simd(
+    row: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    act: Act,
+    out: &mut [f32],
+    residual: Option<&[f32]>,
+) => apply_row);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// GroupNorm + GELU / GLU of strided rows against the formulas, in f64.
+    #[test]
+    fn norms_and_gates_follow_torch_definitions() {
+        let (t, f, w, groups) = (5, 3, 8, 2);
+        // Rows of a product with one padding row per t and an offset of one row.
+        let layout = RowLayout {
+            t,
+            f,
+            t_stride: f + 1,
+            offset: 1,
+            width: w,
+        };
+        let src: Vec<f32> = (0..(t * (f + 1) + 1) * w)
+            .map(|i| ((i * 29) % 23) as f32 * 0.25 - 2.5)
+            .collect();
+        let bias: Vec<f32> = (0..w).map(|i| 0.1 * i as f32).collect();
+        let gn = GroupNorm {
+            groups,
+            weight: (0..w).map(|i| 1.0 + 0.05 * i as f32).collect(),
+            bias: (0..w).map(|i| -0.2 + 0.03 * i as f32).collect(),
+        };
+        let value = |ti: usize, fi: usize, c: usize| {
+            src[(ti * (f + 1) + 1 + fi) * w + c] as f64 + bias[c] as f64
+        };
+        let erf_gelu = |x: f64| 0.5 * x * (1.0 + libm_erf(x / 2f64.sqrt()));
+        for stats in [Stats::Whole, Stats::PerFreq] {
+            // Reference statistics per (set, group).
+            let norm = |ti: usize, fi: usize, c: usize| {
+                let g = c / (w / groups);
+                let cs = g * (w / groups)..(g + 1) * (w / groups);
+                let fs: Vec<usize> = match stats {
+                    Stats::Whole => (0..f).collect(),
+                    Stats::PerFreq => vec![fi],
+                };
+                let mut vals = Vec::new();
+                for tt in 0..t {
+                    for &ff in &fs {
+                        for cc in cs.clone() {
+                            vals.push(value(tt, ff, cc));
+                        }
+                    }
+                }
+                let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+                let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
+                (value(ti, fi, c) - mean) / (var + 1e-5).sqrt() * gn.weight[c] as f64
+                    + gn.bias[c] as f64
+            };
+            let mut out = vec![0.0f32; t * f * w];
+            finish(
+                &src,
+                layout,
+                &bias,
+                Some((&gn, stats)),
+                Act::Gelu,
+                Sink::Write(&mut out),
+            );
+            let mut glu = vec![1.0f32; t * f * w / 2];
+            let ls: Vec<f32> = (0..w / 2).map(|i| 0.5 + i as f32).collect();
+            finish(
+                &src,
+                layout,
+                &bias,
+                Some((&gn, stats)),
+                Act::Glu,
+                Sink::AddScaled(&mut glu, &ls),
+            );
+            for ti in 0..t {
+                for fi in 0..f {
+                    for c in 0..w {
+                        let want = erf_gelu(norm(ti, fi, c));
+                        let got = out[(ti * f + fi) * w + c] as f64;
+                        assert!((got - want).abs() < 1e-5, "{stats:?} gelu {ti} {fi} {c}");
+                    }
+                    for c in 0..w / 2 {
+                        let gate = 1.0 / (1.0 + (-norm(ti, fi, c + w / 2)).exp());
+                        let want = 1.0 + ls[c] as f64 * norm(ti, fi, c) * gate;
+                        let got = glu[(ti * f + fi) * w / 2 + c] as f64;
+                        assert!((got - want).abs() < 1e-5, "{stats:?} glu {ti} {fi} {c}");
+                    }
+                }
+            }
+        }
+        // Without a norm: the bias only.
+        let mut plain = vec![0.0f32; t * f * w];
+        finish(
+            &src,
+            layout,
+            &bias,
+            None,
+            Act::Identity,
+            Sink::Write(&mut plain),
+        );
+        assert!((plain[(2 * f + 1) * w + 3] as f64 - value(2, 1, 3)).abs() < 1e-6);
+    }
+
+    /// erf by its Maclaurin series (|x| < 3 here).
+    fn libm_erf(x: f64) -> f64 {
+        let mut term = x;
+        let mut sum = x;
+        for k in 1..200 {
+            let k = k as f64;
+            term *= -x * x / k;
+            sum += term / (2.0 * k + 1.0);
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+}
