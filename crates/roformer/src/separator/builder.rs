@@ -103,8 +103,9 @@ impl SeparatorBuilder {
         self
     }
 
-    /// Adds a model to an ensemble: stems with the same name are combined with the
-    /// [`ensemble`](Self::ensemble) algorithm. Every setting applies to every model.
+    /// Adds a model (or bag of models) to an ensemble: stems with the same name are combined
+    /// with the [`ensemble`](Self::ensemble) algorithm; a bag counts as one model, its stems
+    /// already averaged with its own weights. Every setting applies to every model.
     pub fn add_model(mut self, weights: impl Into<PathBuf>, config: Option<&Path>) -> Self {
         self.models.push(ModelSource {
             weights: Weights::File(weights.into()),

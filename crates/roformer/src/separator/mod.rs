@@ -97,7 +97,9 @@ pub struct ModelInfo {
 
 impl Separator {
     /// Starts describing a separator for the checkpoint at `weights` (`.ckpt`/`.pth` with an
-    /// MSST YAML config, or a `.safetensors` that carries its config).
+    /// MSST YAML config, a `.safetensors` that carries its config, a Facebook demucs `.th`), or
+    /// for a bag of models (a bag `.yaml` or a converted bag; see `roformer::bag` with the
+    /// `internals` feature), whose models' stems are averaged with the bag's weights.
     pub fn builder(weights: impl Into<PathBuf>) -> SeparatorBuilder {
         SeparatorBuilder::new(weights.into())
     }
