@@ -232,11 +232,11 @@ def build_model(bsr, config, seed, cls=None):
 # deterministic music-like test mixture
 # --------------------------------------------------------------------------
 
-def make_mixture(seconds, channels, seed):
-    """Returns float32 [channels, N], peak 0.5."""
+def make_mixture(seconds, channels, seed, rate=SR):
+    """Returns float32 [channels, N] at `rate` Hz, peak 0.5."""
     import numpy as np
-    n = int(round(seconds * SR))
-    t = np.arange(n, dtype=np.float64) / SR
+    n = int(round(seconds * rate))
+    t = np.arange(n, dtype=np.float64) / rate
     rng = np.random.default_rng(seed)
     left = np.zeros(n)
     right = np.zeros(n)
@@ -252,7 +252,7 @@ def make_mixture(seconds, channels, seed):
         note_idx = np.floor(t / note).astype(int)
         semis = steps[(note_idx + vi) % len(steps)]
         f = f0 * 2.0 ** (semis / 12.0) * (1.0 + vd * np.sin(2 * np.pi * vr * t))
-        phase = 2 * np.pi * np.cumsum(f) / SR
+        phase = 2 * np.pi * np.cumsum(f) / rate
         tn = t - note_idx * note                       # time inside the note
         env = (1.0 - np.exp(-tn / 0.01)) * np.exp(-tn / (0.6 * note))
         sig = sum((0.6 ** k) * np.sin(k * phase + 0.3 * k * vi) for k in range(1, 7))
@@ -263,7 +263,7 @@ def make_mixture(seconds, channels, seed):
     # kick every 0.5 s: decaying sine with falling pitch
     tk = np.mod(t, 0.5)
     fk = 50.0 + 90.0 * np.exp(-tk / 0.03)
-    kick = np.sin(2 * np.pi * np.cumsum(fk) / SR) * np.exp(-tk / 0.12)
+    kick = np.sin(2 * np.pi * np.cumsum(fk) / rate) * np.exp(-tk / 0.12)
     left += 0.6 * kick
     right += 0.6 * kick
 
@@ -278,14 +278,14 @@ def make_mixture(seconds, channels, seed):
     return mix.astype(np.float32)
 
 
-def write_mixture(path, mix):
+def write_mixture(path, mix, rate=SR):
     """32-bit IEEE-float WAV (format tag 3), written by hand: soundfile/libsndfile
     adds a PEAK chunk with a timestamp, which would make the file differ per run."""
     import struct
     import numpy as np
     channels, frames = mix.shape
     data = np.ascontiguousarray(mix.T, dtype="<f4").tobytes()
-    fmt = struct.pack("<HHIIHH", 3, channels, SR, SR * channels * 4, channels * 4, 32)
+    fmt = struct.pack("<HHIIHH", 3, channels, rate, rate * channels * 4, channels * 4, 32)
     body = (b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
             + b"fact" + struct.pack("<II", 4, frames)
             + b"data" + struct.pack("<I", len(data)) + data)

@@ -13,6 +13,9 @@ reference.safetensors}. `model.th` is the same model as Facebook's demucs writes
 checkpoints (`demucs.states.serialize_model` + `torch.save`: a dict of klass, args, kwargs,
 state, training_args, the state in fp16 with `half=True`, so its weights are model.ckpt's
 rounded by torch); `model.ckpt` is MSST's plain state dict. Everything runs float32 on CPU with fixed seeds.
+
+It also writes tests/fixtures/htdemucs/bag: a bag of three tiny models as demucs' BagOfModels
+holds them (see `BAG` and `make_bag`); `--only bag` writes that alone.
 """
 
 import argparse
@@ -74,10 +77,10 @@ FIXTURES = {
 }
 
 
-def config_dict(instruments, segment, num_overlap, section):
+def config_dict(instruments, segment, num_overlap, section, samplerate=44100):
     return {
-        "audio": {"chunk_size": 44100 * segment, "min_mean_abs": 0.001, "hop_length": 1024},
-        "training": {"batch_size": 1, "segment": segment, "shift": 1, "samplerate": 44100,
+        "audio": {"chunk_size": samplerate * segment, "min_mean_abs": 0.001, "hop_length": 1024},
+        "training": {"batch_size": 1, "segment": segment, "shift": 1, "samplerate": samplerate,
                      "channels": 2, "normalize": True, "instruments": instruments,
                      "target_instrument": None, "use_amp": False},
         "inference": {"num_overlap": num_overlap, "batch_size": 1},
@@ -103,11 +106,114 @@ def randomise(model, seed):
                 p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
 
 
+def facebook_package(model, seed):
+    """The model as Facebook's demucs writes its checkpoints. serialize_model records the
+    class of the model it is given; MSST's HTDemucs is a copy of demucs.htdemucs.HTDemucs with
+    the same weights and keyword arguments, and what we must read is Facebook's class name.
+    Facebook's class has no `num_subbands` (always 1) and keeps `segment` as a Fraction (a
+    pickled GLOBAL of its own, as in the released files)."""
+    from fractions import Fraction
+
+    import demucs.htdemucs
+    from demucs.states import serialize_model
+    from omegaconf import OmegaConf
+    fb_kwargs = {k: v for k, v in model._init_args_kwargs[1].items() if k != "num_subbands"}
+    fb_kwargs["segment"] = Fraction(fb_kwargs["segment"])
+    fb = demucs.htdemucs.HTDemucs(**fb_kwargs)
+    fb.load_state_dict(model.state_dict())
+    return serialize_model(fb, OmegaConf.create({"seed": seed}), half=True)
+
+
+# A bag of models as demucs' BagOfModels holds them (htdemucs_ft: one model per stem): three
+# tiny HT Demucs of the same stems and layout, different seeds and training segments, written
+# as `.th` packages named by signature, with a demucs-style YAML (signatures, a weights matrix,
+# a segment). At 4 kHz so the reference stays small; MSST's "demucs" demix needs whole-second
+# segments (`samplerate * segment` indexes the track).
+BAG = {
+    "instruments": ["drums", "bass", "other", "vocals"],
+    "samplerate": 4000,
+    "htdemucs": dict(channels=8, nfft=256, depth=2, bottom_channels=0, t_layers=1, t_heads=2,
+                     t_hidden_scale=2.0),
+    # signature, training segment (s), seed, file name carries a checksum (`<sig>-<sha256[:8]>`)
+    "models": [("1a2b3c4d", 3, 11, True), ("5e6f7a8b", 2, 12, False), ("9c0d1e2f", 1, 13, True)],
+    "weights": [[1.0, 0.5, 0.0, 1.0], [0.0, 1.0, 1.0, 1.0], [0.25, 0.0, 1.0, 0.0]],
+    # demucs' rule: lowers the first model's segment to 2 s, keeps the third's 1 s (an HT Demucs
+    # never runs longer than its training segment).
+    "segment": 2,
+    "seconds": 2.6,
+    "seed": 14,
+}
+
+
+def make_bag(out, ht, mu):
+    """Writes OUT/bag: the packages, bag.yaml (demucs' remote format, signatures),
+    bag_files.yaml (the same bag naming its files), mixture.wav and reference.safetensors.
+    demucs' own loader (`demucs.pretrained.get_model` on the folder: LocalRepo + BagOnlyRepo,
+    with its checksum check and BagOfModels' asserts) reads the bag back; each model's output
+    is MSST's demix of the model demucs loaded, with the segment BagOfModels gave it."""
+    import hashlib
+
+    import numpy as np
+    import torch
+    import yaml
+    from demucs.apply import BagOfModels
+    from demucs.pretrained import get_model
+    from omegaconf import OmegaConf
+    out.mkdir(parents=True, exist_ok=True)
+    instruments, rate = BAG["instruments"], BAG["samplerate"]
+    files = []
+    for sig, segment, seed, checksum in BAG["models"]:
+        config = OmegaConf.create(config_dict(instruments, segment, 4,
+                                              base_htdemucs(**BAG["htdemucs"]), rate))
+        torch.manual_seed(seed)
+        model = ht.get_model(config)
+        randomise(model, seed)
+        path = out / f"{sig}.th"
+        torch.save(facebook_package(model, seed), path)
+        if checksum:
+            sha = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+            path = path.rename(out / f"{sig}-{sha}.th")
+        files.append(path.name)
+    body = {"models": [m[0] for m in BAG["models"]], "weights": BAG["weights"],
+            "segment": BAG["segment"]}
+    (out / "bag.yaml").write_text(yaml.safe_dump(body, sort_keys=False, default_flow_style=None))
+    (out / "bag_files.yaml").write_text(yaml.safe_dump({**body, "models": files}, sort_keys=False,
+                                                       default_flow_style=None))
+
+    bag = get_model("bag", repo=out)
+    assert isinstance(bag, BagOfModels) and bag.sources == instruments
+    mix = make_mixture(BAG["seconds"], 2, BAG["seed"], rate)
+    write_mixture(out / "mixture.wav", mix, rate)
+    estimates, totals = 0.0, [0.0] * len(instruments)
+    for sub, weights in zip(bag.models, bag.weights):
+        segment = sub.segment
+        assert segment == int(segment), segment
+        config = OmegaConf.create(config_dict(instruments, int(segment), 4,
+                                              base_htdemucs(**BAG["htdemucs"]), rate))
+        sub.eval()
+        separated = mu.demix(config, sub, mix, torch.device("cpu"), "htdemucs")
+        res = torch.from_numpy(np.stack([separated[k] for k in instruments]).astype(np.float32))
+        # demucs/apply.py, apply_model on a BagOfModels: out[k] *= w[k]; totals[k] += w[k];
+        # estimates += out; then estimates[k] /= totals[k].
+        for k, w in enumerate(weights):
+            res[k] *= w
+            totals[k] += w
+        estimates = estimates + res
+    for k in range(len(instruments)):
+        estimates[k] /= totals[k]
+    save_tensors(out / "reference.safetensors", {"separated": estimates},
+                 {"instruments": ",".join(instruments),
+                  "segments": ",".join(str(int(s.segment)) for s in bag.models)})
+    print(f"bag: {len(bag.models)} models ({', '.join(files)}), "
+          f"{sum(p.numel() for p in bag.models[0].parameters())} parameters each, "
+          f"segments {[int(s.segment) for s in bag.models]}, separated {tuple(estimates.shape)}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--msst", required=True, help="checkout of ZFTurbo/Music-Source-Separation-Training")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
-    ap.add_argument("--only", nargs="*", help="fixture names")
+    ap.add_argument("--only", nargs="*", help="fixture names (`bag` for the bag of models)")
     ap.add_argument("--real-shape", action="store_true",
                     help="instead, the released htdemucs shape (48 channels, 5 transformer "
                          "layers, ~42 M parameters) with MSST's segment of 11 s, into --out, for "
@@ -126,10 +232,11 @@ def main():
     sys.path.insert(0, str(Path(args.msst).resolve()))
     import models.demucs4ht as ht  # noqa: E402
     import utils.model_utils as mu  # noqa: E402
-    from demucs.states import serialize_model  # noqa: E402
     torch.set_num_threads(2)
     torch.use_deterministic_algorithms(True)
 
+    if not args.real_shape and (not args.only or "bag" in args.only):
+        make_bag(Path(args.out) / "bag", ht, mu)
     for name, (instruments, segment, overlap, overrides, seconds, seed) in FIXTURES.items():
         if args.only and name not in args.only:
             continue
@@ -147,19 +254,7 @@ def main():
 
         state = model.state_dict()
         torch.save(state, out / "model.ckpt")
-        # Facebook's layout. serialize_model records the class of the model it is given;
-        # MSST's HTDemucs is a copy of demucs.htdemucs.HTDemucs with the same weights and
-        # keyword arguments, and what we must read is Facebook's class name.
-        # Facebook's class has no `num_subbands` (always 1) and keeps `segment` as a Fraction
-        # (a pickled GLOBAL of its own, as in the released files).
-        import demucs.htdemucs
-        from fractions import Fraction
-        fb_kwargs = {k: v for k, v in model._init_args_kwargs[1].items() if k != "num_subbands"}
-        fb_kwargs["segment"] = Fraction(fb_kwargs["segment"])
-        fb = demucs.htdemucs.HTDemucs(**fb_kwargs)
-        fb.load_state_dict(state)
-        package = serialize_model(fb, OmegaConf.create({"seed": seed}), half=True)
-        torch.save(package, out / "model.th")
+        torch.save(facebook_package(model, seed), out / "model.th")
 
         mix = make_mixture(seconds, 2, seed)
         write_mixture(out / "mixture.wav", mix)

@@ -1,10 +1,12 @@
-//! `roformer inspect`: what a checkpoint holds and whether it fits a config.
+//! `roformer inspect`: what a checkpoint holds and whether it fits a config; for a bag of
+//! models, its models and weights.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use roformer::bag::{is_bag_yaml, Bag, BAG_METADATA_KEY};
 use roformer::config::read_config_text;
 use roformer::config::{Architecture, MsstConfig};
 use roformer::engine::Engine;
@@ -14,7 +16,7 @@ use roformer::weights::{load_state_dict, StateDict};
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// Model weights (.ckpt/.pth/.safetensors).
+    /// Model weights (.ckpt/.pth/.safetensors), or a bag of models (.yaml, or converted).
     pub model: PathBuf,
     /// An MSST YAML config to describe and check the weights against.
     #[arg(short, long)]
@@ -36,12 +38,76 @@ fn dims(state: &StateDict, key: &str) -> Option<Vec<usize>> {
     state.get(key).map(|t| t.dims().to_vec())
 }
 
+/// A bag of models: its models (family, shape, chunking) and its weights matrix.
+fn describe_bag(bag: &Bag) {
+    println!(
+        "Bag          {}: {} models, {:.2} M parameters",
+        bag.source.display(),
+        bag.models.len(),
+        bag.parameters() as f64 / 1e6
+    );
+    let stems = bag.stems();
+    println!("  stems      {}", stems.join(", "));
+    println!(
+        "  audio      {} Hz, {} channel(s)",
+        bag.sample_rate(),
+        bag.audio_channels()
+    );
+    match bag.segment {
+        Some(s) => println!("  segment    {s} s (where a model's training segment allows)"),
+        None => println!("  segment    each model's own"),
+    }
+    for (i, m) in bag.models.iter().enumerate() {
+        println!("Model {:<6} {}", i + 1, m.name.display());
+        println!("  family     {} ({})", m.model.family(), m.model.shape());
+        println!(
+            "  chunk      {} samples, overlap {}",
+            m.demix.chunk_size, m.demix.num_overlap
+        );
+    }
+    let width = stems.iter().map(String::len).max().unwrap_or(0).max(6);
+    let header: Vec<String> = stems.iter().map(|s| format!("{s:>width$}")).collect();
+    println!("Weights      {}", header.join(" "));
+    for (i, row) in bag.weights.iter().enumerate() {
+        let cells: Vec<String> = row.iter().map(|w| format!("{w:>width$}")).collect();
+        println!("  model {:<4} {}", i + 1, cells.join(" "));
+    }
+}
+
 pub fn run(args: InspectArgs) -> Result<()> {
+    let open_bag = || {
+        if args.config.is_some() {
+            bail!(
+                "{} is a bag of models, whose models carry their configs: give no --config",
+                args.model.display()
+            );
+        }
+        Ok(())
+    };
+    if is_bag_yaml(&args.model) {
+        open_bag()?;
+        describe_bag(&Bag::open(
+            &args.model,
+            None,
+            &roformer::Device::Cpu,
+            Engine::Reference,
+        )?);
+        return Ok(());
+    }
     if let Some(origin) = htdemucs_origin(&args)? {
         return inspect_htdemucs(&args, origin);
     }
     let state = load_state_dict(&args.model)
         .with_context(|| format!("cannot read {}", args.model.display()))?;
+    if state.metadata.contains_key(BAG_METADATA_KEY) {
+        open_bag()?;
+        describe_bag(&Bag::from_converted(
+            state,
+            &roformer::Device::Cpu,
+            Engine::Reference,
+        )?);
+        return Ok(());
+    }
     println!("Checkpoint   {}", args.model.display());
     println!(
         "Tensors      {} ({:.2} M parameters)",

@@ -38,8 +38,9 @@ pub enum Pcm {
 /// Which model(s) separate, and how: shared by `separate` and `eval --model`.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// Model weights: an MSST checkpoint (.ckpt/.pth) or .safetensors. Repeat for an ensemble:
-    /// stems with the same name are combined with --ensemble.
+    /// Model weights: an MSST checkpoint (.ckpt/.pth), a .safetensors, a Facebook demucs .th,
+    /// or a bag of models (.yaml, as demucs' htdemucs_ft, or its `convert`ed .safetensors).
+    /// Repeat for an ensemble: stems with the same name are combined with --ensemble.
     #[arg(short, long)]
     pub model: Vec<PathBuf>,
     /// The model's MSST YAML config (not needed for a .safetensors made by `roformer convert`).
@@ -217,8 +218,13 @@ pub fn open_separator(
             } else {
                 String::new()
             };
+            let bag = if m.models > 1 {
+                format!("bag of {} models, ", m.models)
+            } else {
+                String::new()
+            };
             eprintln!(
-                "Model{number} {} ({:.1} M parameters, stems: {}) on {} in {seconds:.1}s",
+                "Model{number} {} ({bag}{:.1} M parameters, stems: {}) on {} in {seconds:.1}s",
                 m.name.display(),
                 m.parameters as f64 / 1e6,
                 m.stems.join(", "),

@@ -93,12 +93,18 @@ fn reduced_precisions_separate_close_to_msst() {
 /// output (the rounding bounds the agreement), with the same chunking (segment 1 s, 4 chunks).
 #[test]
 fn a_facebook_th_package_separates_without_a_config() {
-    let fixture = fixture("htdemucs_4stem");
+    assert_model_separates_like_msst(&fixture("htdemucs_4stem"), "model.th", 50.0);
+}
+
+/// `separate --model FIXTURE/MODEL` succeeds and writes MSST's four stems within `min_db`;
+/// returns what it printed on stderr.
+fn assert_model_separates_like_msst(fixture: &Path, model: &str, min_db: f64) -> String {
     let out = tempfile::tempdir().unwrap();
-    let th = fixture.join("model.th");
-    let o = separate(&fixture, &["--model", p(&th), "--pcm", "f32"], out.path());
+    let model = fixture.join(model);
+    let o = separate(fixture, &["--model", p(&model), "--pcm", "f32"], out.path());
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_msst_stems(&fixture, out.path(), &FOUR, 50.0);
+    assert_msst_stems(fixture, out.path(), &FOUR, min_db);
+    stderr(&o)
 }
 
 /// `convert` writes a `.th` package as one safetensors file with its config: separating with
@@ -238,4 +244,76 @@ fn inspect_names_the_family_and_the_shape() {
     ] {
         assert!(text.contains(want), "no `{want}` in:\n{text}");
     }
+}
+
+/// A bag of models (tests/fixtures/htdemucs/bag: demucs' `BagOfModels` of three `.th` packages
+/// with a weights matrix and a segment, made by `gen_htdemucs_fixtures.py --only bag`): the
+/// binary writes the bag's four stems, matching demucs' weighting of MSST's demixes.
+#[test]
+fn separate_with_a_bag_yaml_writes_the_bags_stems() {
+    let err = assert_model_separates_like_msst(&fixture("bag"), "bag.yaml", 60.0);
+    assert!(err.contains("bag of 3 models"), "{err}");
+}
+
+/// `convert` writes the bag as one safetensors file, which separates to the bytes the YAML
+/// gives; `inspect` names the bag's models, their family and the weights, for both.
+#[test]
+fn convert_and_inspect_a_bag() {
+    let fixture = fixture("bag");
+    let scratch = tempfile::tempdir().unwrap();
+    let bag = fixture.join("bag.yaml");
+    let converted = scratch.path().join("bag.safetensors");
+    let o = roformer(&["convert", p(&bag), "-o", p(&converted)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = |model: &Path, out: &Path| {
+        let o = separate(&fixture, &["--model", p(model), "-q"], out);
+        assert!(o.status.success(), "{}", stderr(&o));
+        tree_bytes(out)
+    };
+    let from_yaml = run(&bag, &scratch.path().join("a"));
+    assert_eq!(from_yaml.len(), 4);
+    assert_eq!(from_yaml, run(&converted, &scratch.path().join("b")));
+
+    for model in [&bag, &converted] {
+        let o = roformer(&["inspect", p(model)]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(text.contains(": 3 models"), "{text}");
+        assert_eq!(text.matches("family     HT Demucs").count(), 3, "{text}");
+        assert!(text.contains("segment    2 s"), "{text}");
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("Weights"))
+            .skip(1)
+            .map(|l| l.split_whitespace().skip(2).collect())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ["1", "0.5", "0", "1"],
+                ["0", "1", "1", "1"],
+                ["0.25", "0", "1", "0"]
+            ],
+            "{text}"
+        );
+    }
+}
+
+/// A wrong bag is an error naming the YAML, not a panic.
+#[test]
+fn a_bag_with_a_wrong_weights_row_is_refused() {
+    let fixture = fixture("bag");
+    let scratch = tempfile::tempdir().unwrap();
+    let bag = scratch.path().join("bad.yaml");
+    let model = fixture.join("5e6f7a8b.th");
+    std::fs::write(
+        &bag,
+        format!("models: ['{}']\nweights: [[1, 1]]\n", model.display()),
+    )
+    .unwrap();
+    let o = separate(&fixture, &["--model", p(&bag)], &scratch.path().join("out"));
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains(&bag.display().to_string()), "{err}");
+    assert!(err.contains("weight row 1 has 2 weights"), "{err}");
 }

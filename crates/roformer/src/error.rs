@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 pub use crate::audio::AudioError;
+pub use crate::bag::BagError;
 pub use crate::weights::WeightsError;
 
 /// The library's `Result`, with [`Error`] by default.
@@ -99,6 +100,9 @@ pub enum Error {
         /// What was expected.
         expected: usize,
     },
+    /// A bag of models that cannot be read or whose models do not fit together.
+    #[error(transparent)]
+    Bag(#[from] BagError),
     /// Models that cannot form an ensemble, or ensemble inputs that do not fit together.
     #[error("{0}")]
     Ensemble(String),

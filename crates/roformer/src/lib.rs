@@ -44,6 +44,7 @@ macro_rules! internal_modules {
 
 internal_modules!(
     atomic_file,
+    bag,
     config,
     cpu,
     device,

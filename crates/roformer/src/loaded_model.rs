@@ -129,7 +129,20 @@ pub enum SeparationModel {
 }
 
 impl SeparationModel {
-    /// Opens `weights` with `config`, or with the config stored in the checkpoint.
+    /// Opens `weights` with the MSST YAML file `config` (a file that carries its own config is
+    /// opened by [`Bag::open`](crate::bag::Bag::open), which also knows bags).
+    pub fn open_with_config(
+        weights: &Path,
+        config: &Path,
+        device: &Device,
+        engine: Engine,
+    ) -> Result<Self> {
+        let text = read_config_text(config)?;
+        Self::from_config_text(&text, config, load_state_dict(weights)?, device, engine)
+    }
+
+    /// One model: `weights` with the MSST YAML file `config`, or a file that carries its config
+    /// ([`weights_with_config`]). Bags are [`Bag::open`](crate::bag::Bag::open)'s.
     pub fn open(
         weights: &Path,
         config: Option<&Path>,
@@ -137,16 +150,11 @@ impl SeparationModel {
         engine: Engine,
     ) -> Result<Self> {
         match config {
-            Some(path) => {
-                let text = read_config_text(path)?;
-                Self::from_config_text(&text, path, load_state_dict(weights)?, device, engine)
+            Some(config) => Self::open_with_config(weights, config, device, engine),
+            None => {
+                let (state, text) = weights_with_config(weights)?;
+                Self::from_config_text(&text, weights, state, device, engine)
             }
-            None => match demucs_package(weights)? {
-                Some(package) => {
-                    LoadedHtDemucs::from_package(package, device, engine).map(Self::HtDemucs)
-                }
-                None => Self::from_embedded_config(load_state_dict(weights)?, device, engine),
-            },
         }
     }
 
@@ -177,6 +185,41 @@ impl SeparationModel {
         } else {
             let config = MsstConfig::from_yaml(text, origin)?;
             LoadedModel::from_state_dict(config, state, device, engine).map(Self::Roformer)
+        }
+    }
+
+    /// The family, in words.
+    pub fn family(&self) -> String {
+        match self {
+            Self::Roformer(m) => m.config.model.architecture().to_string(),
+            Self::HtDemucs(_) => "HT Demucs".into(),
+        }
+    }
+
+    /// The layer sizes that tell checkpoints of a family apart.
+    pub fn shape(&self) -> String {
+        match self {
+            Self::Roformer(m) => {
+                let c = &m.config.model;
+                format!(
+                    "dim {}, depth {}, heads {}x{}",
+                    c.dim, c.depth, c.heads, c.dim_head
+                )
+            }
+            Self::HtDemucs(m) => format!(
+                "{}, segment {} s",
+                m.config.htdemucs.shape(),
+                m.config.training.segment
+            ),
+        }
+    }
+
+    /// The longest segment (seconds) the model runs in one chunk, where it has one: HT Demucs
+    /// never runs longer chunks than it was trained on (demucs' `BagOfModels` keeps it).
+    pub fn max_segment(&self) -> Option<f64> {
+        match self {
+            Self::Roformer(_) => None,
+            Self::HtDemucs(m) => Some(m.config.training.segment),
         }
     }
 
@@ -286,6 +329,26 @@ pub fn config_from_package(package: &DemucsPackage) -> Result<MsstHtDemucsConfig
         message,
     })?;
     Ok(config)
+}
+
+/// The weights of a file that carries its config, and that config as MSST YAML text: a
+/// Facebook demucs package (the config written from its keyword arguments), or a state dict
+/// with the config in its metadata (`roformer convert`, `roformer train`).
+pub fn weights_with_config(path: &Path) -> Result<(StateDict, String)> {
+    if let Some(package) = demucs_package(path)? {
+        let yaml = config_from_package(&package)?.to_yaml()?;
+        return Ok((package.state, yaml));
+    }
+    let state = load_state_dict(path)?;
+    match state.metadata.get(CONFIG_METADATA_KEY) {
+        Some(text) => {
+            let text = text.clone();
+            Ok((state, text))
+        }
+        None => Err(Error::MissingConfig {
+            model: path.to_path_buf(),
+        }),
+    }
 }
 
 /// The Facebook demucs package in `path`, or `None` when the file is something else (a plain

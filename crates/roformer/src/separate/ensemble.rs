@@ -83,9 +83,9 @@ impl Algorithm {
     fn reduction(self) -> Reduction {
         match self {
             Algorithm::AvgWave | Algorithm::AvgFft => Reduction::Mean,
-            Algorithm::MedianWave | Algorithm::MedianFft => Reduction::Median,
-            Algorithm::MinWave | Algorithm::MinFft => Reduction::Min,
-            Algorithm::MaxWave | Algorithm::MaxFft => Reduction::Max,
+            Algorithm::MedianWave | Algorithm::MedianFft => Reduction::Select(Selection::Median),
+            Algorithm::MinWave | Algorithm::MinFft => Reduction::Select(Selection::Min),
+            Algorithm::MaxWave | Algorithm::MaxFft => Reduction::Select(Selection::Max),
         }
     }
 
@@ -121,14 +121,21 @@ impl FromStr for Algorithm {
 
 #[derive(Clone, Copy)]
 enum Reduction {
+    /// The weighted mean ([`WeightedMean`]).
     Mean,
+    /// One value per element, chosen among the inputs' (or the mean of the middle two).
+    Select(Selection),
+}
+
+#[derive(Clone, Copy)]
+enum Selection {
     Median,
     Min,
     Max,
 }
 
 /// The values one reduction needs: real samples or complex STFT bins.
-trait Value: Copy {
+pub(crate) trait Value: Copy {
     fn zero() -> Self;
     fn add(self, other: Self) -> Self;
     fn scale(self, w: f32) -> Self;
@@ -190,18 +197,43 @@ impl Value for Complex32 {
     }
 }
 
-/// Reduces `values` (one per input, reordered in place) to one value.
-fn reduce<T: Value>(values: &mut [T], weights: &[f32], weight_sum: f64, how: Reduction) -> T {
-    match how {
-        Reduction::Mean => {
-            // numpy: `x_i * w_i` in float32, summed in input order, then `/= sum(w)`.
-            let sum = values
-                .iter()
-                .zip(weights)
-                .fold(T::zero(), |acc, (&x, &w)| acc.add(x.scale(w)));
-            sum.div_f64(weight_sum)
+/// `Σ w_i·x_i / Σ w_i` element by element over signals added one at a time, as numpy computes
+/// it: `x_i * w_i` in float32, summed in input order, then divided by `Σ w` in f64. Callers that
+/// add signals as they come (a bag of models) need not hold them all.
+pub(crate) struct WeightedMean<T> {
+    sum: Vec<T>,
+    weight_sum: f64,
+}
+
+impl<T: Value> WeightedMean<T> {
+    pub(crate) fn new(len: usize) -> Self {
+        Self {
+            sum: vec![T::zero(); len],
+            weight_sum: 0.0,
         }
-        Reduction::Median => {
+    }
+
+    /// Adds `w · x`; `x` has the length given to [`new`](Self::new).
+    pub(crate) fn add(&mut self, x: &[T], w: f64) {
+        debug_assert_eq!(x.len(), self.sum.len());
+        let scale = w as f32;
+        for (s, &v) in self.sum.iter_mut().zip(x) {
+            *s = s.add(v.scale(scale));
+        }
+        self.weight_sum += w;
+    }
+
+    /// The mean; the weights added must not sum to zero.
+    pub(crate) fn finish(self) -> Vec<T> {
+        let d = self.weight_sum;
+        self.sum.into_iter().map(|s| s.div_f64(d)).collect()
+    }
+}
+
+/// Reduces `values` (one per input, reordered in place) to one value.
+fn select<T: Value>(values: &mut [T], how: Selection) -> T {
+    match how {
+        Selection::Median => {
             values.sort_by(T::order);
             let n = values.len();
             if n % 2 == 1 {
@@ -210,13 +242,13 @@ fn reduce<T: Value>(values: &mut [T], weights: &[f32], weight_sum: f64, how: Red
                 values[n / 2 - 1].add(values[n / 2]).half()
             }
         }
-        Reduction::Min | Reduction::Max => {
+        Selection::Min | Selection::Max => {
             let mut best = 0;
             let mut best_mag = values[0].magnitude();
             for (i, v) in values.iter().enumerate().skip(1) {
                 let m = v.magnitude();
                 let better = match how {
-                    Reduction::Min => m < best_mag,
+                    Selection::Min => m < best_mag,
                     _ => m > best_mag,
                 };
                 if better {
@@ -229,20 +261,25 @@ fn reduce<T: Value>(values: &mut [T], weights: &[f32], weight_sum: f64, how: Red
     }
 }
 
-/// Reduces equally long `inputs` element by element.
-fn reduce_all<T: Value>(
-    inputs: &[&[T]],
-    weights: &[f32],
-    weight_sum: f64,
-    how: Reduction,
-) -> Vec<T> {
+/// Reduces equally long `inputs` element by element (`weights`, one per input, for the mean).
+fn reduce_all<T: Value>(inputs: &[&[T]], weights: &[f64], how: Reduction) -> Vec<T> {
     let len = inputs[0].len();
+    let how = match how {
+        Reduction::Mean => {
+            let mut mean = WeightedMean::new(len);
+            for (x, &w) in inputs.iter().zip(weights) {
+                mean.add(x, w);
+            }
+            return mean.finish();
+        }
+        Reduction::Select(how) => how,
+    };
     let mut scratch = Vec::with_capacity(inputs.len());
     (0..len)
         .map(|k| {
             scratch.clear();
             scratch.extend(inputs.iter().map(|x| x[k]));
-            reduce(&mut scratch, weights, weight_sum, how)
+            select(&mut scratch, how)
         })
         .collect()
 }
@@ -304,15 +341,13 @@ pub fn ensemble(
     if inputs.len() == 1 || len == 0 {
         return Ok(first.clone());
     }
-    let weight_sum: f64 = weights.iter().sum();
-    let weights_f32: Vec<f32> = weights.iter().map(|&w| w as f32).collect();
     let how = algorithm.reduction();
 
     if !algorithm.is_fft() {
         return Ok((0..channels)
             .map(|c| {
                 let chans: Vec<&[f32]> = inputs.iter().map(|x| x[c].as_slice()).collect();
-                reduce_all(&chans, &weights_f32, weight_sum, how)
+                reduce_all(&chans, &weights, how)
             })
             .collect());
     }
@@ -326,7 +361,7 @@ pub fn ensemble(
                 .map(|x| stft_zero_padded(&stft, &x[c]))
                 .collect::<Result<Vec<_>>>()?;
             let views: Vec<&[Complex32]> = specs.iter().map(|s| s.data.as_slice()).collect();
-            let data = reduce_all(&views, &weights_f32, weight_sum, how);
+            let data = reduce_all(&views, &weights, how);
             let combined = Spectrogram {
                 bins: specs[0].bins,
                 frames: specs[0].frames,

@@ -3,11 +3,14 @@
 use std::path::{Path, PathBuf};
 
 use super::{Member, Separator};
+use crate::bag::Bag;
+#[cfg(feature = "default-model")]
 use crate::config::MsstConfig;
 use crate::cpu::Precision;
 use crate::device::open_device;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+#[cfg(feature = "default-model")]
 use crate::loaded_model::{LoadedModel, SeparationModel};
 use crate::separate::{DemixOptions, EnsembleAlgorithm};
 
@@ -100,8 +103,9 @@ impl SeparatorBuilder {
         self
     }
 
-    /// Adds a model to an ensemble: stems with the same name are combined with the
-    /// [`ensemble`](Self::ensemble) algorithm. Every setting applies to every model.
+    /// Adds a model (or bag of models) to an ensemble: stems with the same name are combined
+    /// with the [`ensemble`](Self::ensemble) algorithm; a bag counts as one model, its stems
+    /// already averaged with its own weights. Every setting applies to every model.
     pub fn add_model(mut self, weights: impl Into<PathBuf>, config: Option<&Path>) -> Self {
         self.models.push(ModelSource {
             weights: Weights::File(weights.into()),
@@ -203,32 +207,32 @@ impl SeparatorBuilder {
             .map(|(source, weight)| self.load(source, &device, engine, weight))
             .collect::<Result<Vec<_>>>()?;
 
-        let first = &members[0];
-        let sample_rate = first.model.sample_rate();
-        let channels = first.model.audio_channels();
+        let first = &members[0].bag;
+        let sample_rate = first.sample_rate();
+        let channels = first.audio_channels();
         for m in &members[1..] {
-            if m.model.sample_rate() != sample_rate {
+            if m.bag.sample_rate() != sample_rate {
                 return Err(Error::Ensemble(format!(
                     "all models of an ensemble must have the same sample rate: {} has {} Hz, {} has {} Hz",
-                    first.name.display(),
+                    first.source.display(),
                     sample_rate,
-                    m.name.display(),
-                    m.model.sample_rate()
+                    m.bag.source.display(),
+                    m.bag.sample_rate()
                 )));
             }
-            if m.model.audio_channels() != channels {
+            if m.bag.audio_channels() != channels {
                 return Err(Error::Ensemble(format!(
                     "all models of an ensemble must take the same number of channels: {} takes {}, {} takes {}",
-                    first.name.display(),
+                    first.source.display(),
                     channels,
-                    m.name.display(),
-                    m.model.audio_channels()
+                    m.bag.source.display(),
+                    m.bag.audio_channels()
                 )));
             }
         }
         let mut stems: Vec<String> = Vec::new();
         for m in &members {
-            for s in m.model.stem_names() {
+            for s in m.bag.stems() {
                 if !stems.contains(&s) {
                     stems.push(s);
                 }
@@ -253,7 +257,7 @@ impl SeparatorBuilder {
         })
     }
 
-    /// Loads one model and applies the chunking overrides.
+    /// Loads one model (or bag of models) and applies the chunking overrides to each model.
     fn load(
         &self,
         source: &ModelSource,
@@ -261,11 +265,8 @@ impl SeparatorBuilder {
         engine: Engine,
         weight: f64,
     ) -> Result<Member> {
-        let (name, model) = match &source.weights {
-            Weights::File(path) => {
-                let model = SeparationModel::open(path, source.config.as_deref(), device, engine)?;
-                (path.clone(), model)
-            }
+        let mut bag = match &source.weights {
+            Weights::File(path) => Bag::open(path, source.config.as_deref(), device, engine)?,
             #[cfg(feature = "default-model")]
             Weights::Builtin => {
                 let name = PathBuf::from(BUILTIN_NAME);
@@ -280,26 +281,22 @@ impl SeparatorBuilder {
                     )?),
                     None => SeparationModel::from_embedded_config(state, device, engine)?,
                 };
-                (name, model)
+                Bag::single(name, model)
             }
         };
-        let mut demix = model.demix_options();
-        if let Some(c) = self.chunk_size {
-            demix.chunk_size = c;
+        for m in &mut bag.models {
+            if let Some(c) = self.chunk_size {
+                m.demix.chunk_size = c;
+            }
+            if let Some(o) = self.overlap {
+                m.demix.num_overlap = o;
+            }
+            if let Some(b) = self.batch_size {
+                m.demix.batch_size = b;
+            }
+            check_chunking(&m.demix, m.model.min_chunk(), &m.name)?;
         }
-        if let Some(o) = self.overlap {
-            demix.num_overlap = o;
-        }
-        if let Some(b) = self.batch_size {
-            demix.batch_size = b;
-        }
-        check_chunking(&demix, model.min_chunk(), &name)?;
-        Ok(Member {
-            name,
-            model,
-            demix,
-            weight,
-        })
+        Ok(Member { bag, weight })
     }
 }
 

@@ -4,8 +4,9 @@
 //! `inference.normalize`, a second one the statistics of the whole track), then the file is read
 //! again block by block, through the model, into the output files, so memory does not grow with
 //! the track's length. An ensemble holds the whole track and every model's stems in memory (its
-//! algorithms combine whole stems; `avg_fft` and friends need the whole spectrogram). Both give
-//! the same bytes.
+//! algorithms combine whole stems; `avg_fft` and friends need the whole spectrogram); a bag of
+//! models holds the track, one model's stems and their running weighted sum. Both give the same
+//! bytes.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,7 @@ use crate::audio::{
     decode_file, resampled_len, to_channels, write_audio_atomic, Audio, AudioError, Decoder,
     OutputFormat, PcmFormat, StreamWriter, TrackReader,
 };
+use crate::bag::BagModel;
 use crate::error::{Error, Result};
 use crate::separate::{self, separate_stream, MeanMeter, Normalization, StemSink, StreamOptions};
 
@@ -116,8 +118,12 @@ impl Separator {
             return Ok(FileOutcome::Skipped);
         }
         let created = !out_dir.exists();
-        let result = if self.members.len() == 1 && !options.whole_track {
-            self.stream(input, out_dir, &pending, options.format, hooks)
+        let single = match self.members.as_slice() {
+            [member] => member.single(),
+            _ => None,
+        };
+        let result = if let Some(model) = single.filter(|_| !options.whole_track) {
+            self.stream(model, input, out_dir, &pending, options.format, hooks)
         } else {
             self.whole_track(input, out_dir, &pending, options.format, hooks)
         };
@@ -237,13 +243,13 @@ impl Separator {
     /// One model: streams the file through it into the pending outputs.
     fn stream(
         &self,
+        member: &BagModel,
         input: &Path,
         out_dir: &Path,
         pending: &[(usize, PathBuf)],
         format: OutputFormat,
         hooks: &mut Hooks<'_>,
     ) -> Result<()> {
-        let member = &self.members[0];
         let scan = self.scan(input, member.model.normalize())?;
         if scan.len == 0 {
             return Err(AudioError::NoSamples {

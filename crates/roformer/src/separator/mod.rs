@@ -18,21 +18,28 @@ pub use hooks::{CancelToken, Hooks, Notice, Progress};
 pub use stems::Stems;
 
 use crate::audio::{to_channels, Audio};
+use crate::bag::{Bag, BagModel};
 use crate::error::{Error, Result};
-use crate::loaded_model::SeparationModel;
 use crate::separate::{
-    self, ensemble, separate_track_with_tta, DemixOptions, EnsembleAlgorithm,
-    Separator as ChunkModel,
+    self, ensemble, separate_track_with_tta, EnsembleAlgorithm, Separator as ChunkModel,
 };
 
-/// One model of a separator, with its chunking (its config's, overridden by the builder).
+/// One input of a separator's ensemble: a model, or a bag of models (each with its chunking:
+/// its config's, the bag's segment, overridden by the builder), and its ensemble weight.
 #[derive(Debug)]
 struct Member {
-    /// The weights file (or the built-in model's name), as errors and descriptions show it.
-    name: PathBuf,
-    model: SeparationModel,
-    demix: DemixOptions,
+    bag: Bag,
     weight: f64,
+}
+
+impl Member {
+    /// The model, when the member is one model and not a bag of several.
+    fn single(&self) -> Option<&BagModel> {
+        match self.bag.models.as_slice() {
+            [model] => Some(model),
+            _ => None,
+        }
+    }
 }
 
 /// A loaded model (or ensemble) ready to separate; see the [crate documentation](crate).
@@ -72,12 +79,14 @@ pub struct Separator {
     device: String,
 }
 
-/// What one model of a separator is, for display.
+/// What one model (or bag of models) of a separator is, for display.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ModelInfo {
-    /// The weights file, or the built-in model's name.
+    /// The weights file, the bag's file, or the built-in model's name.
     pub name: PathBuf,
+    /// How many models it averages: 1, or a bag's count.
+    pub models: usize,
     /// Scalars in the checkpoint's tensors.
     pub parameters: usize,
     /// The stems this model writes.
@@ -88,7 +97,9 @@ pub struct ModelInfo {
 
 impl Separator {
     /// Starts describing a separator for the checkpoint at `weights` (`.ckpt`/`.pth` with an
-    /// MSST YAML config, or a `.safetensors` that carries its config).
+    /// MSST YAML config, a `.safetensors` that carries its config, a Facebook demucs `.th`), or
+    /// for a bag of models (a bag `.yaml` or a converted bag; see `roformer::bag` with the
+    /// `internals` feature), whose models' stems are averaged with the bag's weights.
     pub fn builder(weights: impl Into<PathBuf>) -> SeparatorBuilder {
         SeparatorBuilder::new(weights.into())
     }
@@ -120,10 +131,11 @@ impl Separator {
         self.members
             .iter()
             .map(|m| ModelInfo {
-                name: m.name.clone(),
-                parameters: m.model.parameters(),
-                stems: m.model.stem_names(),
-                engine: format!("{} ({})", self.device, m.model.engine()),
+                name: m.bag.source.clone(),
+                models: m.bag.models.len(),
+                parameters: m.bag.parameters(),
+                stems: m.bag.stems(),
+                engine: format!("{} ({})", self.device, m.bag.models[0].model.engine()),
             })
             .collect()
     }
@@ -184,30 +196,35 @@ impl Separator {
         mix: &[Vec<f32>],
         hooks: &mut Hooks<'_>,
     ) -> Result<Vec<Vec<Vec<f32>>>> {
-        let models = self.members.len();
-        let mut outputs = Vec::with_capacity(models);
-        for (index, m) in self.members.iter().enumerate() {
-            let model = Watched {
-                model: m.model.network(),
-                cancel: hooks.token().cloned(),
-            };
-            let mut progress = |p: separate::Progress| {
-                hooks.report(Progress {
-                    model: index,
-                    models,
-                    chunks_done: p.chunks_done,
-                    chunks_total: p.chunks_total,
-                })
-            };
-            let separated = separate_track_with_tta(
-                &model,
-                mix,
-                &m.demix,
-                m.model.normalize(),
-                self.tta,
-                &mut progress,
-            )?;
-            let names = m.model.stem_names();
+        let models: usize = self.members.iter().map(|m| m.bag.models.len()).sum();
+        let mut index = 0;
+        let mut outputs = Vec::with_capacity(self.members.len());
+        for m in &self.members {
+            let separated = m.bag.separate_with(|sub| {
+                let model = Watched {
+                    model: sub.model.network(),
+                    cancel: hooks.token().cloned(),
+                };
+                let mut progress = |p: separate::Progress| {
+                    hooks.report(Progress {
+                        model: index,
+                        models,
+                        chunks_done: p.chunks_done,
+                        chunks_total: p.chunks_total,
+                    })
+                };
+                let stems = separate_track_with_tta(
+                    &model,
+                    mix,
+                    &sub.demix,
+                    sub.model.normalize(),
+                    self.tta,
+                    &mut progress,
+                );
+                index += 1;
+                stems
+            })?;
+            let names = m.bag.stems();
             outputs.push(names.into_iter().zip(separated).collect::<Vec<_>>());
         }
         self.model_stems
