@@ -10,8 +10,12 @@ use crate::cpu::simd::simd_dispatch;
 
 /// `nn.GroupNorm`'s `eps`.
 const EPS: f64 = 1e-5;
-/// Values one rayon task of the passes works on (at least one row).
+/// Values one rayon task of the passes works on (at least one frame).
 const TASK_VALUES: usize = 1 << 15;
+/// Values one task of the statistics pass works on (at least one frame).
+const STATS_TASK_VALUES: usize = 1 << 18;
+/// Frames summed position by position in f32 before the sums go to f64.
+const F32_FRAMES: usize = 16;
 
 /// Where the rows of a product lie: row `(t, f)` (`width` values) starts at
 /// `(t * t_stride + offset + f) * width`; `t x f` rows are meant.
@@ -36,10 +40,22 @@ impl RowLayout {
         }
     }
 
-    fn row<'a>(&self, data: &'a [f32], t: usize, f: usize) -> &'a [f32] {
-        let at = (t * self.t_stride + self.offset + f) * self.width;
-        &data[at..at + self.width]
+    /// The `f` rows of frame `t`, which lie back to back.
+    fn frame<'a>(&self, data: &'a [f32], t: usize) -> &'a [f32] {
+        let at = (t * self.t_stride + self.offset) * self.width;
+        &data[at..at + self.f * self.width]
     }
+}
+
+/// `per_set` (`[sets][width]`) laid out per position of a frame: row `f` takes set `f` (one
+/// set per frequency) or set 0, so a frame's epilogue is one pass over contiguous values.
+fn per_position(per_set: &[f32], f: usize, width: usize, per_freq: bool) -> Vec<f32> {
+    (0..f)
+        .flat_map(|fi| {
+            let set = if per_freq { fi } else { 0 };
+            per_set[set * width..(set + 1) * width].iter().copied()
+        })
+        .collect()
 }
 
 /// `nn.GroupNorm`'s affine parameters and group count.
@@ -101,25 +117,21 @@ pub fn finish_part(
     let w = layout.width;
     assert_eq!(bias.len(), w, "bias of {} for rows of {w}", bias.len());
     // Per statistics set (a frequency, or the item) an affine map per channel: the norm and the
-    // bias folded into `x * scale + shift`.
-    let sets = match norm {
-        Some((_, Stats::PerFreq)) => layout.f,
-        _ => 1,
-    };
+    // bias folded into `x * scale + shift`, then laid out per position of a frame.
+    let per_freq = matches!(norm, Some((_, Stats::PerFreq)));
     let (scale, shift) = match norm {
         None => (vec![1.0f32; w], bias.to_vec()),
         Some((gn, stats)) => affine(src, stats_layout, bias, gn, stats),
     };
+    let scale = per_position(&scale, layout.f, w, per_freq);
+    let shift = per_position(&shift, layout.f, w, per_freq);
     let out_w = if act == Act::Glu { w / 2 } else { w };
     let per_t = layout.f * out_w;
     let t_per_task = (TASK_VALUES / per_t.max(1)).max(1);
     let run = |t0: usize, out: &mut [f32], residual: Option<&[f32]>| {
         for (dt, out_t) in out.chunks_exact_mut(per_t).enumerate() {
-            for (f, o) in out_t.chunks_exact_mut(out_w).enumerate() {
-                let set = if sets == 1 { 0 } else { f };
-                let (sc, sh) = (&scale[set * w..][..w], &shift[set * w..][..w]);
-                apply_row_simd(layout.row(src, t0 + dt, f), sc, sh, act, o, residual);
-            }
+            let frame = layout.frame(src, t0 + dt);
+            apply_frame_simd(frame, &scale, &shift, act, w, out_t, residual);
         }
     };
     match sink {
@@ -131,9 +143,10 @@ pub fn finish_part(
         }
         Sink::AddScaled(dst, layer_scale) => {
             assert_eq!(dst.len(), layout.t * per_t, "epilogue output size");
+            let layer_scale = per_position(layer_scale, layout.f, out_w, false);
             dst.par_chunks_mut(t_per_task * per_t)
                 .enumerate()
-                .for_each(|(i, out)| run(i * t_per_task, out, Some(layer_scale)));
+                .for_each(|(i, out)| run(i * t_per_task, out, Some(&layer_scale)));
         }
     }
 }
@@ -182,8 +195,8 @@ fn affine(
     (scale, shift)
 }
 
-/// Per (set, group): the sum of `src + bias - shift` and of its squares, in f64 over rows summed
-/// in f32.
+/// Per (set, group): the sum of `src + bias - shift` and of its squares, in f64 over runs of
+/// at most [`F32_FRAMES`] frames summed position by position in f32.
 fn moments(
     src: &[f32],
     layout: RowLayout,
@@ -192,28 +205,43 @@ fn moments(
     sets: usize,
     shift: &[f32],
 ) -> Vec<f64> {
-    let per_group = layout.width / g;
-    let t_per_task = (TASK_VALUES / (layout.f * layout.width).max(1)).max(1);
+    let (f, w) = (layout.f, layout.width);
+    let per_group = w / g;
+    let per_freq = sets > 1;
+    // `bias - shift` per position of a frame.
+    let offsets: Vec<f32> = (0..f * w)
+        .map(|i| {
+            let (fi, c) = (i / w, i % w);
+            let set = if per_freq { fi } else { 0 };
+            bias[c] - shift[set * g + c / per_group]
+        })
+        .collect();
+    let t_per_task = (STATS_TASK_VALUES / (f * w).max(1)).max(1);
     (0..layout.t.div_ceil(t_per_task))
         .into_par_iter()
         .map(|task| {
             let mut acc = vec![0.0f64; sets * g * 2];
+            let (mut s, mut ss) = (vec![0.0f32; f * w], vec![0.0f32; f * w]);
             let t1 = ((task + 1) * t_per_task).min(layout.t);
-            for t in task * t_per_task..t1 {
-                for f in 0..layout.f {
-                    let set = if sets == 1 { 0 } else { f };
-                    let row = layout.row(src, t, f);
-                    for (gi, (r, b)) in row
-                        .chunks_exact(per_group)
-                        .zip(bias.chunks_exact(per_group))
-                        .enumerate()
-                    {
-                        let i = set * g + gi;
-                        let (s, ss) = sums_simd(r, b, shift[i]);
-                        acc[2 * i] += f64::from(s);
-                        acc[2 * i + 1] += f64::from(ss);
-                    }
+            let mut t = task * t_per_task;
+            while t < t1 {
+                let run_end = (t + F32_FRAMES).min(t1);
+                s.fill(0.0);
+                ss.fill(0.0);
+                for ti in t..run_end {
+                    accumulate_simd(layout.frame(src, ti), &offsets, &mut s, &mut ss);
                 }
+                for (i, (s, ss)) in s
+                    .chunks_exact(per_group)
+                    .zip(ss.chunks_exact(per_group))
+                    .enumerate()
+                {
+                    let (fi, gi) = (i / g, i % g);
+                    let k = if per_freq { fi * g + gi } else { gi };
+                    acc[2 * k] += s.iter().map(|&v| f64::from(v)).sum::<f64>();
+                    acc[2 * k + 1] += ss.iter().map(|&v| f64::from(v)).sum::<f64>();
+                }
+                t = run_end;
             }
             acc
         })
@@ -226,71 +254,85 @@ fn moments(
         )
 }
 
+/// `s += frame + offsets`, `ss += (frame + offsets)^2`, position by position.
 #[inline(always)]
-fn sums(row: &[f32], bias: &[f32], shift: f32) -> (f32, f32) {
-    const L: usize = crate::cpu::simd::LANES;
-    let (mut s, mut ss) = ([0.0f32; L], [0.0f32; L]);
-    let mut rc = row.chunks_exact(L);
-    let mut bc = bias.chunks_exact(L);
-    for (r, b) in (&mut rc).zip(&mut bc) {
-        for i in 0..L {
-            let v = r[i] + b[i] - shift;
-            s[i] += v;
-            ss[i] += v * v;
-        }
+fn accumulate(frame: &[f32], offsets: &[f32], s: &mut [f32], ss: &mut [f32]) {
+    let n = frame.len();
+    let (offsets, s, ss) = (&offsets[..n], &mut s[..n], &mut ss[..n]);
+    for i in 0..n {
+        let v = frame[i] + offsets[i];
+        s[i] += v;
+        ss[i] += v * v;
     }
-    let (mut s1, mut ss1) = (s.iter().sum::<f32>(), ss.iter().sum::<f32>());
-    for (r, b) in rc.remainder().iter().zip(bc.remainder()) {
-        let v = r + b - shift;
-        s1 += v;
-        ss1 += v * v;
-    }
-    (s1, ss1)
 }
 
-simd_dispatch!(fn sums_simd(row: &[f32], bias: &[f32], shift: f32) -> (f32, f32) => sums);
+simd_dispatch!(fn accumulate_simd(frame: &[f32], offsets: &[f32], s: &mut [f32], ss: &mut [f32]) => accumulate);
 
+/// One frame's epilogue: `frame` holds its rows of `w` values back to back, `scale`, `shift`
+/// (and `residual`, the layer scale) are per position ([`per_position`]).
 #[inline(always)]
-fn apply_row(
-    row: &[f32],
+fn apply_frame(
+    frame: &[f32],
     scale: &[f32],
     shift: &[f32],
     act: Act,
+    w: usize,
     out: &mut [f32],
     residual: Option<&[f32]>,
 ) {
+    let n = frame.len();
+    let (scale, shift) = (&scale[..n], &shift[..n]);
     match act {
         Act::Identity | Act::Gelu => {
-            let gelu_on = act == Act::Gelu;
-            let n = out.len();
+            let out = &mut out[..n];
             // Written out per case so that each loop vectorises.
-            for i in 0..n {
-                let y = row[i] * scale[i] + shift[i];
-                let y = if gelu_on { gelu(y) } else { y };
-                match residual {
-                    Some(ls) => out[i] += ls[i] * y,
-                    None => out[i] = y,
+            match (act == Act::Gelu, residual) {
+                (true, None) => {
+                    for i in 0..n {
+                        out[i] = gelu(frame[i] * scale[i] + shift[i]);
+                    }
+                }
+                (false, None) => {
+                    for i in 0..n {
+                        out[i] = frame[i] * scale[i] + shift[i];
+                    }
+                }
+                (true, Some(ls)) => {
+                    let ls = &ls[..n];
+                    for i in 0..n {
+                        out[i] += ls[i] * gelu(frame[i] * scale[i] + shift[i]);
+                    }
+                }
+                (false, Some(ls)) => {
+                    let ls = &ls[..n];
+                    for i in 0..n {
+                        out[i] += ls[i] * (frame[i] * scale[i] + shift[i]);
+                    }
                 }
             }
         }
         Act::Glu => {
-            let h = out.len();
-            let (ra, rg) = row.split_at(h);
-            let (sa, sg) = scale.split_at(h);
-            let (ba, bg) = shift.split_at(h);
-            match residual {
-                Some(ls) => {
-                    for i in 0..h {
-                        let a = ra[i] * sa[i] + ba[i];
-                        let g = rg[i] * sg[i] + bg[i];
-                        out[i] += ls[i] * (a * sigmoid(g));
+            let h = w / 2;
+            for (r, o) in out[..n / 2].chunks_exact_mut(h).enumerate() {
+                let at = r * w;
+                let (ra, rg) = frame[at..at + w].split_at(h);
+                let (sa, sg) = scale[at..at + w].split_at(h);
+                let (ba, bg) = shift[at..at + w].split_at(h);
+                match residual {
+                    Some(ls) => {
+                        let ls = &ls[r * h..(r + 1) * h];
+                        for i in 0..h {
+                            let a = ra[i] * sa[i] + ba[i];
+                            let g = rg[i] * sg[i] + bg[i];
+                            o[i] += ls[i] * (a * sigmoid(g));
+                        }
                     }
-                }
-                None => {
-                    for i in 0..h {
-                        let a = ra[i] * sa[i] + ba[i];
-                        let g = rg[i] * sg[i] + bg[i];
-                        out[i] = a * sigmoid(g);
+                    None => {
+                        for i in 0..h {
+                            let a = ra[i] * sa[i] + ba[i];
+                            let g = rg[i] * sg[i] + bg[i];
+                            o[i] = a * sigmoid(g);
+                        }
                     }
                 }
             }
@@ -298,14 +340,15 @@ fn apply_row(
     }
 }
 
-simd_dispatch!(fn apply_row_simd(
-    row: &[f32],
+simd_dispatch!(fn apply_frame_simd(
+    frame: &[f32],
     scale: &[f32],
     shift: &[f32],
     act: Act,
+    w: usize,
     out: &mut [f32],
     residual: Option<&[f32]>,
-) => apply_row);
+) => apply_frame);
 
 #[cfg(test)]
 mod tests {
