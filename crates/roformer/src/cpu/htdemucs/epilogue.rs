@@ -14,7 +14,7 @@ const EPS: f64 = 1e-5;
 const TASK_VALUES: usize = 1 << 15;
 /// Values one task of the statistics pass works on (at least one frame).
 const STATS_TASK_VALUES: usize = 1 << 18;
-/// Frames summed position by position in f32 before the sums go to f64.
+/// Frames (or blocks of frames) summed position by position in f32 before the sums go to f64.
 const F32_FRAMES: usize = 16;
 
 /// Where the rows of a product lie: row `(t, f)` (`width` values) starts at
@@ -40,22 +40,42 @@ impl RowLayout {
         }
     }
 
-    /// The `f` rows of frame `t`, which lie back to back.
-    fn frame<'a>(&self, data: &'a [f32], t: usize) -> &'a [f32] {
+    /// The rows of frames `t..t + count`: a frame's `f` rows lie back to back, and so do
+    /// frames when `count > 1` (see [`Self::frames_per_block`]).
+    fn frames<'a>(&self, data: &'a [f32], t: usize, count: usize) -> &'a [f32] {
         let at = (t * self.t_stride + self.offset) * self.width;
-        &data[at..at + self.f * self.width]
+        &data[at..at + count * self.f * self.width]
+    }
+
+    /// Frames one pass takes at once, about `values` values: several when frames lie back to
+    /// back and every frame has the same tables (the waveform branch's frames are single
+    /// samples of a few channels), else one.
+    fn frames_per_block(&self, per_freq: bool, values: usize) -> usize {
+        if self.t_stride == self.f && !per_freq {
+            (values / (self.f * self.width).max(1)).clamp(1, self.t.max(1))
+        } else {
+            1
+        }
     }
 }
 
-/// `per_set` (`[sets][width]`) laid out per position of a frame: row `f` takes set `f` (one
-/// set per frequency) or set 0, so a frame's epilogue is one pass over contiguous values.
-fn per_position(per_set: &[f32], f: usize, width: usize, per_freq: bool) -> Vec<f32> {
-    (0..f)
+/// `per_set` (`[sets][width]`) laid out per position of `frames` frames: row `f` takes set
+/// `f` (one set per frequency) or set 0, so a block's epilogue is one pass over contiguous
+/// values.
+fn per_position(
+    per_set: &[f32],
+    f: usize,
+    width: usize,
+    per_freq: bool,
+    frames: usize,
+) -> Vec<f32> {
+    let frame: Vec<f32> = (0..f)
         .flat_map(|fi| {
             let set = if per_freq { fi } else { 0 };
             per_set[set * width..(set + 1) * width].iter().copied()
         })
-        .collect()
+        .collect();
+    frame.repeat(frames)
 }
 
 /// `nn.GroupNorm`'s affine parameters and group count.
@@ -123,15 +143,21 @@ pub fn finish_part(
         None => (vec![1.0f32; w], bias.to_vec()),
         Some((gn, stats)) => affine(src, stats_layout, bias, gn, stats),
     };
-    let scale = per_position(&scale, layout.f, w, per_freq);
-    let shift = per_position(&shift, layout.f, w, per_freq);
     let out_w = if act == Act::Glu { w / 2 } else { w };
     let per_t = layout.f * out_w;
     let t_per_task = (TASK_VALUES / per_t.max(1)).max(1);
+    let block = layout
+        .frames_per_block(per_freq, TASK_VALUES)
+        .min(t_per_task);
+    let scale = per_position(&scale, layout.f, w, per_freq, block);
+    let shift = per_position(&shift, layout.f, w, per_freq, block);
     let run = |t0: usize, out: &mut [f32], residual: Option<&[f32]>| {
-        for (dt, out_t) in out.chunks_exact_mut(per_t).enumerate() {
-            let frame = layout.frame(src, t0 + dt);
-            apply_frame_simd(frame, &scale, &shift, act, w, out_t, residual);
+        let frames = out.len() / per_t;
+        for dt in (0..frames).step_by(block) {
+            let n = block.min(frames - dt);
+            let src = layout.frames(src, t0 + dt, n);
+            let out = &mut out[dt * per_t..(dt + n) * per_t];
+            apply_frame_simd(src, &scale, &shift, act, w, out, residual);
         }
     };
     match sink {
@@ -143,7 +169,7 @@ pub fn finish_part(
         }
         Sink::AddScaled(dst, layer_scale) => {
             assert_eq!(dst.len(), layout.t * per_t, "epilogue output size");
-            let layer_scale = per_position(layer_scale, layout.f, out_w, false);
+            let layer_scale = per_position(layer_scale, layout.f, out_w, false, block);
             dst.par_chunks_mut(t_per_task * per_t)
                 .enumerate()
                 .for_each(|(i, out)| run(i * t_per_task, out, Some(&layer_scale)));
@@ -208,28 +234,31 @@ fn moments(
     let (f, w) = (layout.f, layout.width);
     let per_group = w / g;
     let per_freq = sets > 1;
-    // `bias - shift` per position of a frame.
+    let t_per_task = (STATS_TASK_VALUES / (f * w).max(1)).max(1);
+    let block = layout.frames_per_block(per_freq, 4096).min(t_per_task);
+    // `bias - shift` per position of a block of frames.
     let offsets: Vec<f32> = (0..f * w)
         .map(|i| {
             let (fi, c) = (i / w, i % w);
             let set = if per_freq { fi } else { 0 };
             bias[c] - shift[set * g + c / per_group]
         })
-        .collect();
-    let t_per_task = (STATS_TASK_VALUES / (f * w).max(1)).max(1);
+        .collect::<Vec<f32>>()
+        .repeat(block);
     (0..layout.t.div_ceil(t_per_task))
         .into_par_iter()
         .map(|task| {
             let mut acc = vec![0.0f64; sets * g * 2];
-            let (mut s, mut ss) = (vec![0.0f32; f * w], vec![0.0f32; f * w]);
+            let (mut s, mut ss) = (vec![0.0f32; offsets.len()], vec![0.0f32; offsets.len()]);
             let t1 = ((task + 1) * t_per_task).min(layout.t);
             let mut t = task * t_per_task;
             while t < t1 {
-                let run_end = (t + F32_FRAMES).min(t1);
+                let run_end = (t + F32_FRAMES * block).min(t1);
                 s.fill(0.0);
                 ss.fill(0.0);
-                for ti in t..run_end {
-                    accumulate_simd(layout.frame(src, ti), &offsets, &mut s, &mut ss);
+                for ti in (t..run_end).step_by(block) {
+                    let frames = layout.frames(src, ti, block.min(run_end - ti));
+                    accumulate_simd(frames, &offsets, &mut s, &mut ss);
                 }
                 for (i, (s, ss)) in s
                     .chunks_exact(per_group)
