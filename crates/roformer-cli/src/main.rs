@@ -1,5 +1,6 @@
 //! `roformer`: separate songs into stems with BS-RoFormer models (MSST checkpoints and configs).
 
+mod allocator;
 mod bench;
 mod bench_train;
 mod convert;
@@ -41,6 +42,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    allocator::keep_freed_memory();
     let cli = Cli::parse();
     // Library warnings (e.g. skipped corrupt packets) go to stderr; RUST_LOG overrides the level.
     // symphonia's own log lines are off: our errors already say what they say, with the file.
