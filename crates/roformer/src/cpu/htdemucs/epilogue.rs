@@ -297,8 +297,8 @@ fn accumulate(frame: &[f32], offsets: &[f32], s: &mut [f32], ss: &mut [f32]) {
 
 simd_dispatch!(fn accumulate_simd(frame: &[f32], offsets: &[f32], s: &mut [f32], ss: &mut [f32]) => accumulate);
 
-/// One frame's epilogue: `frame` holds its rows of `w` values back to back, `scale`, `shift`
-/// (and `residual`, the layer scale) are per position ([`per_position`]).
+/// The epilogue of a frame, or of a block of frames: `frame` holds rows of `w` values back to
+/// back; `scale`, `shift` (and `residual`, the layer scale) are per position ([`per_position`]).
 #[inline(always)]
 fn apply_frame(
     frame: &[f32],
