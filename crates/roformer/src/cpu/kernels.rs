@@ -297,12 +297,12 @@ pub fn swap_token_axes(src: &[f32], dst: &mut [f32], outer: usize, a: usize, b: 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// erf in f64: the Maclaurin series below |x| = 3 (terms stay below e^9, so f64 keeps ~12
     /// digits), the continued fraction of erfc above it (evaluated backwards, 80 terms).
-    fn erf_f64(x: f64) -> f64 {
+    pub(crate) fn erf_f64(x: f64) -> f64 {
         let z = x.abs();
         let value = if z < 3.0 {
             let mut term = z;

@@ -407,7 +407,8 @@ mod tests {
         let value = |ti: usize, fi: usize, c: usize| {
             src[(ti * (f + 1) + 1 + fi) * w + c] as f64 + bias[c] as f64
         };
-        let erf_gelu = |x: f64| 0.5 * x * (1.0 + libm_erf(x / 2f64.sqrt()));
+        let erf_gelu =
+            |x: f64| 0.5 * x * (1.0 + crate::cpu::kernels::tests::erf_f64(x / 2f64.sqrt()));
         for stats in [Stats::Whole, Stats::PerFreq] {
             // Reference statistics per (set, group).
             let norm = |ti: usize, fi: usize, c: usize| {
@@ -476,17 +477,5 @@ mod tests {
             Sink::Write(&mut plain),
         );
         assert!((plain[(2 * f + 1) * w + 3] as f64 - value(2, 1, 3)).abs() < 1e-6);
-    }
-
-    /// erf by its Maclaurin series (|x| < 3 here).
-    fn libm_erf(x: f64) -> f64 {
-        let mut term = x;
-        let mut sum = x;
-        for k in 1..200 {
-            let k = k as f64;
-            term *= -x * x / k;
-            sum += term / (2.0 * k + 1.0);
-        }
-        sum * 2.0 / std::f64::consts::PI.sqrt()
     }
 }
